@@ -1,0 +1,1 @@
+"""Experiment configs: ``get_config(arg)`` files for ``--config=configs/FILE.py:ARG``."""

@@ -1,0 +1,75 @@
+"""Pieces shared by the config files: argument parsing, model presets, defaults."""
+import ml_collections
+
+# Conv widths per block (each block ends in a 2x2 max-pool) and dense NNET widths.
+MODEL_PRESETS = {
+    # Seconds-long smoke runs and tests.
+    "tiny": {"blocks": ((4,), (8,)), "dense": (16, 16)},
+    # Small enough for the CPU demo: 6 convolutions, the paper's NNET head.
+    "vgg6": {"blocks": ((8, 8), (16, 16), (32, 32)), "dense": (512, 512)},
+    # VGG-16's 13 convolutions in 5 blocks, the paper's NNET head.
+    "vgg16": {
+        "blocks": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+        "dense": (512, 512),
+    },
+}
+
+
+def parse_arg(arg: str, **defaults) -> ml_collections.ConfigDict:
+  """Parses ``"name,flag,key=value"`` into a ConfigDict over ``defaults``.
+
+  A bare word that is a boolean default (e.g. ``runlocal``) sets it True; the
+  first other bare word is the ``name``.
+
+  Example::
+
+    parse_arg("mnist5k,runlocal", name="", runlocal=False)  # name=mnist5k, runlocal=True
+  """
+  parsed = ml_collections.ConfigDict(defaults)
+  for token in filter(None, arg.split(",")):
+    key, sep, value = token.partition("=")
+    if sep:
+      parsed[key] = type(parsed[key])(value)
+    elif isinstance(defaults.get(key), bool):
+      parsed[key] = True
+    else:
+      parsed.name = key
+  return parsed
+
+
+def model_config(preset: str, *, num_classes: int, input_shape: tuple[int, ...]) -> ml_collections.ConfigDict:
+  """``config.model`` for a preset of ``MODEL_PRESETS``."""
+  return ml_collections.ConfigDict({
+      "preset": preset, **MODEL_PRESETS[preset],
+      "num_classes": num_classes, "input_shape": input_shape,
+  })
+
+
+def classifier_training(dataset: str) -> ml_collections.ConfigDict:
+  """``config.train``: the paper trains its classifier 20 epochs with Adam, lr 0.005."""
+  return ml_collections.ConfigDict({
+      "dataset": dataset, "optimizer": "adam", "lr": 0.005, "epochs": 20, "batch_size": 128,
+  })
+
+
+def dft_schedule(dataset: str) -> ml_collections.ConfigDict:
+  """``config.dft``: the paper's schedule (batch 800, 16 updates a batch, 5 epochs, Adam
+  lr 1e-3, lam 1), the exact tanh transform and the true-class hinge."""
+  return ml_collections.ConfigDict({
+      "dataset": dataset,
+      "optimizer": "adam", "lr": 1e-3, "lam": 1.0,
+      "batch_size": 800, "updates_per_batch": 16, "epochs": 5,
+      "transform": "tanh", "class_term": "hinge",
+      "noise_shape": (),  # () = the image's shape; or a coarser (h, w, C).
+      "parallel": "auto",  # auto | single | sharded | pmap
+  })
+
+
+def run_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Fields every run has: seed, data and logging cadence (in steps)."""
+  config.seed = 0
+  config.data_dir = "data"
+  config.eval_batch_size = 800
+  config.log_every = 16
+  config.checkpoint_every = 32
+  return config

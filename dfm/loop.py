@@ -1,0 +1,94 @@
+"""The outer training loop shared by every entrypoint: resume, step, log, checkpoint.
+
+What is updated (the DFT noise, or the classifier's weights) is the caller's
+``update(state, batch) -> (state, metrics)``; this loop only orchestrates it over a
+checkpointable batch iterator, so an interrupted run resumes exactly.
+"""
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from dfm import checkpoint
+
+Update = Callable[[Any, dict], tuple[Any, dict]]
+
+
+def is_due(done: int, every: int, total: int) -> bool:
+  """True every ``every`` batches and at the last one (``every <= 0``: only the last)."""
+  return done == total or (every > 0 and done % every == 0)
+
+
+def _check_finite(metrics: dict[str, float], done: int) -> None:
+  bad = [name for name, value in metrics.items() if not math.isfinite(value)]
+  if bad:
+    raise FloatingPointError(
+        f"Non-finite {', '.join(bad)} after batch {done}: lower the learning rate "
+        "(config.dft.lr or config.train.lr) or check the inputs.")
+
+
+def _log_line(done: int, total: int, metrics: dict[str, float], started: float, first: int) -> dict:
+  elapsed = time.perf_counter() - started
+  per_batch = elapsed / max(done - first, 1)
+  record = {"batch": done, "of": total, **metrics, "eta_s": round(per_batch * (total - done), 1)}
+  shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+  print(f"batch {done}/{total} {shown} eta {record['eta_s']:.0f}s", flush=True)
+  return record
+
+
+def run_loop(
+    state: Any,
+    batches: Any,
+    update: Update,
+    *,
+    mngr: ocp.CheckpointManager,
+    total_batches: int,
+    checkpoint_every: int,
+    log_every: int,
+    log_file: Path,
+    on_batches_done: Callable[[Any, int], dict] | None = None,
+) -> Any:
+  """Runs ``update`` over ``batches`` until ``total_batches`` are done, resuming first.
+
+  Args:
+    state: the initial state (restored over from the latest checkpoint, if any).
+    batches: a grain iterator with ``get_state``/``set_state``, whose n-th batch is
+      the same on every run (its position is checkpointed with the state).
+    update: the work done on one batch.
+    mngr: where checkpoints go; the step number is the count of batches done.
+    total_batches: batches in the whole run.
+    checkpoint_every, log_every: cadence in batches (the last batch always counts).
+    log_file: JSONL file that gets one line of metrics per log.
+    on_batches_done: optional ``fn(state, done) -> extra metrics`` called at log
+      time (e.g. validation accuracy).
+
+  Returns:
+    The final state.
+  """
+  restored = checkpoint.restore_latest(mngr, state)
+  done = 0
+  if restored is not None:
+    state, data_state = restored
+    batches.set_state(data_state)
+    done = mngr.latest_step()
+    print(f"Resumed from the checkpoint after batch {done}.", flush=True)
+  first, started = done, time.perf_counter()
+  while done < total_batches:
+    state, metrics = update(state, next(batches))
+    done += 1
+    if is_due(done, log_every, total_batches):
+      values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      _check_finite(values, done)
+      if on_batches_done is not None:
+        values.update(on_batches_done(state, done))
+      record = _log_line(done, total_batches, values, started, first)
+      with log_file.open("a") as log:
+        log.write(json.dumps(record) + "\n")
+    if is_due(done, checkpoint_every, total_batches):
+      checkpoint.save(mngr, done, state, batches.get_state())
+  return state

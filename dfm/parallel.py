@@ -1,0 +1,104 @@
+"""Running one DFT update step on one device or data-parallel over several.
+
+Three wrappers around the same pure step of :func:`dfm.dft.make_update_step`, all
+with the signature ``step(state, params, batch) -> (state, metrics)``:
+
+- :func:`jit_step`: one device.
+- :func:`sharded_jit_step`: ``jax.jit`` with ``NamedSharding`` over a ``("data",)``
+  mesh; the batch is split along its first axis, state and params are replicated.
+- :func:`pmap_step`: ``jax.pmap`` over the devices; gradients averaged with
+  ``psum`` weighted by each device's real examples.
+"""
+from collections.abc import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from dfm.dft import Batch, UpdateStep
+
+DATA_AXIS = "data"
+
+
+def jit_step(step: UpdateStep) -> UpdateStep:
+  """Compiles ``step`` once for one device; the state's buffers are donated."""
+  return jax.jit(step, donate_argnums=0)
+
+
+def _check_divisible(batch: Batch, num_devices: int) -> None:
+  size = batch["label"].shape[0]
+  if size % num_devices:
+    raise ValueError(
+        f"A batch of {size} examples does not split evenly over {num_devices} devices: "
+        f"set config.dft.batch_size to a multiple of {num_devices}.")
+
+
+def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
+  """A one-axis mesh named ``"data"`` over ``devices`` (default: all)."""
+  return Mesh(np.asarray(devices or jax.devices()), (DATA_AXIS,))
+
+
+def sharded_jit_step(step: UpdateStep, mesh: Mesh) -> UpdateStep:
+  """Compiles ``step`` with the batch sharded over ``mesh``'s ``"data"`` axis.
+
+  Example::
+
+    step = sharded_jit_step(make_update_step(apply_fn, opt, lam=0.01), data_mesh())
+    state, metrics = step(state, params, batch)  # batch size divisible by devices
+  """
+  replicated = NamedSharding(mesh, PartitionSpec())
+  by_example = NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+  compiled = jax.jit(
+      step,
+      in_shardings=(replicated, replicated, by_example),
+      out_shardings=(replicated, replicated),
+      donate_argnums=0,
+  )
+
+  def run(state, params, batch):
+    _check_divisible(batch, mesh.size)
+    return compiled(state, params, batch)
+
+  return run
+
+
+def pmap_step(make_step: Callable[[str], UpdateStep], devices: list[jax.Device] | None = None) -> UpdateStep:
+  """Runs the step under ``jax.pmap``, one slice of the batch per device.
+
+  ``make_step(axis_name)`` must build the step with that ``axis_name`` so that it
+  averages gradients across devices, e.g.
+  ``lambda axis: make_update_step(apply_fn, opt, lam=0.01, axis_name=axis)``.
+  State and params go in unreplicated and come out unreplicated.
+  """
+  devices = devices or jax.devices()
+  mapped = jax.pmap(
+      make_step(DATA_AXIS), axis_name=DATA_AXIS, devices=devices,
+      in_axes=(None, None, 0), out_axes=(None, None))
+
+  def run(state, params, batch):
+    _check_divisible(batch, len(devices))
+    split = jax.tree.map(lambda a: a.reshape((len(devices), -1) + a.shape[1:]), batch)
+    return mapped(state, params, split)
+
+  return run
+
+
+PARALLEL_MODES = ("auto", "single", "sharded", "pmap")
+
+
+def select_step(mode: str, make_step: Callable[[str | None], UpdateStep]) -> UpdateStep:
+  """The compiled step for ``mode``: ``single``, ``sharded``, ``pmap`` or ``auto``.
+
+  ``auto`` is ``sharded`` over all devices when there are several, else ``single``.
+  ``make_step(axis_name)`` builds the pure step (``axis_name`` is None except
+  under ``pmap``).
+  """
+  if mode == "auto":
+    mode = "sharded" if jax.device_count() > 1 else "single"
+  if mode == "single":
+    return jit_step(make_step(None))
+  if mode == "sharded":
+    return sharded_jit_step(make_step(None), data_mesh())
+  if mode == "pmap":
+    return pmap_step(make_step)
+  raise ValueError(f"Unknown parallel mode {mode!r}; choose one of {PARALLEL_MODES}.")

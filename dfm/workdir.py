@@ -1,0 +1,55 @@
+"""The run directory: created once, bound to one config, never overwritten by another."""
+import json
+import tempfile
+from pathlib import Path
+
+import ml_collections
+
+
+def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+  keys = sorted(set(old) | set(new))
+  differing = []
+  for key in keys:
+    a, b = old.get(key), new.get(key)
+    if isinstance(a, dict) and isinstance(b, dict):
+      differing += _differing_keys(a, b, f"{prefix}{key}.")
+    elif a != b:
+      differing.append(f"{prefix}{key}")
+  return differing
+
+
+def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> Path:
+  """Creates ``workdir`` and binds it to ``config`` (written as ``config.json``).
+
+  A workdir that already holds ``config.json`` of the same config is reused (the
+  run resumes); one that holds a different config is refused, so no earlier run
+  is ever overwritten.
+
+  Raises:
+    ValueError: the workdir cannot be written, or holds a run of another config.
+  """
+  path = Path(workdir).expanduser().absolute()
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    tempfile.TemporaryFile(dir=path).close()
+  except OSError as error:
+    raise ValueError(
+        f"Cannot write to workdir {path} ({error.strerror}). Pass a --workdir you can "
+        "write to.") from error
+  wanted = json.loads(config.to_json_best_effort(sort_keys=True))
+  config_file = path / "config.json"
+  if config_file.exists():
+    found = json.loads(config_file.read_text())
+    if found != wanted:
+      raise ValueError(
+          f"Workdir {path} holds a run with a different config (differs in: "
+          f"{', '.join(_differing_keys(found, wanted))}). Use a new --workdir, or move "
+          "that run away yourself; dfm never overwrites a run.")
+    return path
+  config_file.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+  return path
+
+
+def write_json(path: Path, payload: dict) -> None:
+  """Writes ``payload`` as indented JSON (``Infinity`` for an unchanged PSNR)."""
+  path.write_text(json.dumps(payload, indent=2) + "\n")
