@@ -39,7 +39,7 @@ def make_train_step(
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"], batch)
     updates, opt = optimizer.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return {"params": params, "opt": opt, "step": state["step"] + 1}, metrics
 
   return train_step

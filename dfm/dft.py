@@ -105,8 +105,8 @@ def make_update_step(
     noise = optax.apply_updates(state["noise"], updates)
     metrics = {
         **metrics,
-        "grad_norm": optax.global_norm(grads),
-        "noise_l2": optax.global_norm(noise),
+        "grad_norm": optax.tree.norm(grads),
+        "noise_l2": optax.tree.norm(noise),
         "noise_linf": jnp.max(jnp.abs(noise)),
     }
     return {"noise": noise, "opt": opt, "step": state["step"] + 1}, metrics

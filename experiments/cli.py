@@ -1,26 +1,44 @@
-"""What every entrypoint shares: turning a bad-input error into a clear message."""
+"""What every config-driven entrypoint shares: its flags and clear bad-input errors."""
 import sys
 from collections.abc import Callable
+from typing import Any
 
-from absl import flags, logging
+import ml_collections
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+RunFn = Callable[[ml_collections.ConfigDict, str], Any]
 
 
-def main_with_clear_errors(main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-  """Wraps an absl ``main`` so that bad input ends the run with its message, no traceback.
+def quiet_library_logs() -> None:
+  """Shows library logs from WARNING up unless ``--verbosity`` was given.
 
-  Library logs are shown from WARNING up unless ``--verbosity`` is given; the
-  run's own progress is printed.
-
-  Bad input (ValueError, FileNotFoundError, FloatingPointError) already names the
-  problem and the fix; a traceback would only bury it.
+  Orbax logs every checkpoint save at INFO; runs print their own progress.
   """
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
 
-  def wrapped(argv: list[str]) -> None:
-    if not flags.FLAGS["verbosity"].present:
-      logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
+
+def launch(run: RunFn) -> None:
+  """Runs ``run(config, workdir)`` from ``--config`` and ``--workdir`` flags.
+
+  The config is locked, so a misspelt ``--config.x.y=`` override fails. Bad input
+  (ValueError, FileNotFoundError, FloatingPointError) already names the problem
+  and the fix, so it ends the run with that message alone, without a traceback
+  to bury it.
+  """
+  config = config_flags.DEFINE_config_file(
+      "config", None, "Config file, e.g. configs/digits.py:mnist5k", lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Directory of this run (resumed if it exists).")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
     try:
-      main(argv)
+      run(config.value, workdir.value)
     except (ValueError, FileNotFoundError, FloatingPointError) as error:
       sys.exit(f"error: {error}")
 
-  return wrapped
+  app.run(main)

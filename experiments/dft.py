@@ -14,8 +14,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 
 from dfm import checkpoint, data, loop, runs
 from dfm.dft import init_state, make_update_step
@@ -23,15 +21,16 @@ from dfm.evaluate import evaluate, make_eval_step
 from dfm.figures import save_noise_png
 from dfm.optim import make_optimizer
 from dfm.parallel import select_step
+from dfm.transform import resize_noise
 from dfm.workdir import claim_workdir, write_json
-from experiments.cli import main_with_clear_errors
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "DFT config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of this run (resumed if it exists).")
+from experiments.cli import launch
 
 
 def _noise_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
-  return tuple(config.dft.noise_shape) or tuple(config.model.input_shape)
+  """``config.dft.noise_shape`` (``()``: the image's shape), checked against the images."""
+  shape = tuple(config.dft.noise_shape) or tuple(config.model.input_shape)
+  resize_noise(np.zeros(shape, np.float32), tuple(config.model.input_shape))
+  return shape
 
 
 def _make_update(config, apply_fn, params, optimizer):
@@ -106,11 +105,5 @@ def _write_results(workdir: Path, config, eval_step, params, state, sources) -> 
   return results
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  run(_CONFIG.value, _WORKDIR.value)
-
-
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main_with_clear_errors(main))
+  launch(run)

@@ -11,18 +11,13 @@ from typing import Any
 
 import jax
 import ml_collections
-from absl import app, flags
-from ml_collections import config_flags
 
 from dfm import checkpoint, data, loop, models, runs
 from dfm.classifier import init_train_state, make_train_step
 from dfm.evaluate import evaluate, make_eval_step
 from dfm.optim import make_optimizer
 from dfm.workdir import claim_workdir, write_json
-from experiments.cli import main_with_clear_errors
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Classifier config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of this run (resumed if it exists).")
+from experiments.cli import launch
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -59,11 +54,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return results
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  run(_CONFIG.value, _WORKDIR.value)
-
-
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main_with_clear_errors(main))
+  launch(run)

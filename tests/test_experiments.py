@@ -1,0 +1,148 @@
+"""The entrypoints end to end on tiny configs: outputs, resume, and bad input."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from configs import digits
+from dfm import data
+from experiments import dft, train_classifier
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  directory = tmp_path_factory.mktemp("data")
+  for name in ("mnist5k", "uci_digits"):
+    data.prepare(name, str(directory))
+  return str(directory)
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(data_dir, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("classifier")
+  config = _config("mnist5k", data_dir=data_dir)
+  results = train_classifier.run(config, str(workdir))
+  assert 0.0 <= results["test"]["accuracy"] <= 1.0
+  return str(workdir)
+
+
+def _config(name: str, **overrides):
+  config = digits.get_config(f"{name},runlocal")
+  with config.unlocked():
+    for key, value in overrides.items():
+      config[key] = value
+  return config
+
+
+def _dft_config(data_dir, classifier_dir, **dft_overrides):
+  config = _config("mnist5k_to_uci", data_dir=data_dir, classifier_dir=classifier_dir)
+  config.dft.update(dft_overrides)
+  return config
+
+
+def test_dft_run_writes_every_output(data_dir, classifier_dir, tmp_path):
+  results = dft.run(_dft_config(data_dir, classifier_dir), str(tmp_path))
+  for name in ("config.json", "metrics.json", "metrics.jsonl", "noise.npy", "noise.png"):
+    assert (tmp_path / name).is_file(), name
+  saved = json.loads((tmp_path / "metrics.json").read_text())
+  assert saved["split"] == "test"
+  assert set(saved["after"]) >= {"accuracy", "psnr_db", "per_class_accuracy"}
+  assert len(saved["before"]["per_class_accuracy"]) == 10
+  assert set(saved["val"]) == {"before", "after"}
+  assert saved["after"]["accuracy"] == results["after"]["accuracy"]
+  assert np.load(tmp_path / "noise.npy").shape == (28, 28, 1)
+  assert np.abs(np.load(tmp_path / "noise.npy")).max() > 0
+
+
+class _Interrupted(Exception):
+  pass
+
+
+def _interrupt_after(batches: int, make_update):
+  def make(*args):
+    update, calls = make_update(*args), [0]
+
+    def interrupting(state, batch):
+      if calls[0] == batches:
+        raise _Interrupted
+      calls[0] += 1
+      return update(state, batch)
+
+    return interrupting
+
+  return make
+
+
+def test_interrupted_run_resumes_to_the_same_noise(data_dir, classifier_dir, tmp_path, monkeypatch):
+  config = _dft_config(data_dir, classifier_dir)
+  dft.run(config, str(tmp_path / "straight"))
+  with monkeypatch.context() as patch:
+    patch.setattr(dft, "_make_update", _interrupt_after(3, dft._make_update))
+    with pytest.raises(_Interrupted):
+      dft.run(config, str(tmp_path / "resumed"))
+  assert not (tmp_path / "resumed" / "noise.npy").exists()
+  dft.run(config, str(tmp_path / "resumed"))
+  np.testing.assert_array_equal(np.load(tmp_path / "resumed" / "noise.npy"),
+                                np.load(tmp_path / "straight" / "noise.npy"))
+
+
+def test_workdir_of_another_config_is_refused_and_kept(data_dir, classifier_dir, tmp_path):
+  dft.run(_dft_config(data_dir, classifier_dir), str(tmp_path))
+  before = (tmp_path / "config.json").read_text()
+  with pytest.raises(ValueError, match=r"different config \(differs in: dft.lam\)"):
+    dft.run(_dft_config(data_dir, classifier_dir, lam=0.5), str(tmp_path))
+  assert (tmp_path / "config.json").read_text() == before
+
+
+def test_unwritable_workdir_is_refused(data_dir, classifier_dir, tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  with pytest.raises(ValueError, match="Cannot write to workdir"):
+    dft.run(_dft_config(data_dir, classifier_dir), str(blocker / "run"))
+
+
+def test_checkpoint_that_does_not_fit_the_config_is_refused(data_dir, classifier_dir, tmp_path):
+  config = _dft_config(data_dir, classifier_dir)
+  config.model.dense = (32, 16)
+  with pytest.raises(ValueError, match=r"kernel.]: checkpoint \(392, 16\) vs config \(392, 32\)"):
+    dft.run(config, str(tmp_path))
+
+
+def test_missing_classifier_checkpoint_is_explained(data_dir, tmp_path):
+  config = _dft_config(data_dir, str(tmp_path / "nothing"))
+  with pytest.raises(ValueError, match="No classifier checkpoint.*train_classifier"):
+    dft.run(config, str(tmp_path / "run"))
+
+
+def test_noise_that_does_not_fit_the_images_is_refused(data_dir, classifier_dir, tmp_path):
+  config = _dft_config(data_dir, classifier_dir, noise_shape=(7, 7, 3))
+  with pytest.raises(ValueError, match=r"Noise of shape \(7, 7, 3\) does not fit"):
+    dft.run(config, str(tmp_path))
+
+
+def test_unprepared_dataset_is_explained(classifier_dir, tmp_path):
+  config = _dft_config(str(tmp_path / "empty"), classifier_dir)
+  with pytest.raises(FileNotFoundError, match="python -m experiments.prepare --dataset=uci_digits"):
+    dft.run(config, str(tmp_path / "run"))
+
+
+def test_misspelt_config_key_fails_in_python():
+  config = digits.get_config("mnist5k_to_uci")
+  with pytest.raises(AttributeError, match="lamm"):
+    config.dft.lamm = 0.1
+
+
+def test_misspelt_config_flag_fails_on_the_command_line(tmp_path):
+  command = [sys.executable, "-m", "experiments.dft", "--config=configs/digits.py:mnist5k_to_uci",
+             f"--workdir={tmp_path}", "--config.dft.lamm=0.1"]
+  result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+  assert result.returncode != 0
+  assert "lamm" in result.stderr
+  assert not (tmp_path / "config.json").exists()
+
+
+def test_unknown_config_name_lists_the_valid_ones():
+  with pytest.raises(ValueError, match="use mnist5k or mnist5k_to_uci"):
+    digits.get_config("mnist")
