@@ -1,0 +1,43 @@
+"""The VGG classifier: pooling, parameter counts, presets, the apply_fn boundary."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import common
+from dfm import models
+
+
+def test_max_pool_2x2_matches_flax_max_pool_values_and_gradients():
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 7, 6, 3)), jnp.float32)
+  flax_pool = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(models.max_pool_2x2(x), flax_pool(x))
+  np.testing.assert_array_equal(jax.grad(lambda x: models.max_pool_2x2(x).sum())(x),
+                                jax.grad(lambda x: flax_pool(x).sum())(x))
+
+
+@pytest.mark.parametrize("preset, shape, count", [
+    # convs 3*3*1*4+4, 3*3*4*8+8; dense 7*7*8 -> 16 -> 16 -> 10.
+    ("tiny", (28, 28, 1), 40 + 296 + 392 * 16 + 16 + 16 * 16 + 16 + 16 * 10 + 10),
+    # convs 8, 8, 16, 16, 32, 32 wide (18,040); dense 3*3*32 -> 512 -> 512 -> 10.
+    ("vgg6", (28, 28, 1), 18_040 + 288 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10),
+    # VGG-16's 13 convs (14,714,688); dense 7*7*512 -> 512 -> 512 -> 2.
+    ("vgg16", (224, 224, 3), 14_714_688 + 25_088 * 512 + 512 + 512 * 512 + 512 + 512 * 2 + 2),
+])
+def test_parameter_count_of_each_preset(preset, shape, count):
+  num_classes = 2 if preset == "vgg16" else 10
+  config = common.model_config(preset, num_classes=num_classes, input_shape=shape)
+  shapes = models.param_shapes(models.build_classifier(config), shape)
+  assert models.count_params(shapes) == count
+
+
+def test_apply_fn_is_pure_and_gives_logits():
+  config = common.model_config("tiny", num_classes=10, input_shape=(28, 28, 1))
+  module = models.build_classifier(config)
+  params = models.init_params(module, (28, 28, 1), seed=0)
+  apply_fn = models.make_apply_fn(module)
+  images = jnp.full((3, 28, 28, 1), 0.5)
+  logits = jax.jit(apply_fn)(params, images)
+  assert logits.shape == (3, 10) and logits.dtype == jnp.float32
+  np.testing.assert_array_equal(logits, apply_fn(params, images))
