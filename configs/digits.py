@@ -23,7 +23,7 @@ DIGITS_SHAPE = (28, 28, 1)
 # lam and lr chosen on uci_digits validation accuracy (README, "Choosing lam and lr").
 # The paper's lam = 1 is tuned for 224x224x3 images; see dfm.losses.appearance_distance.
 DIGITS_LAM = 0.01
-DIGITS_LR = 1e-2
+DIGITS_LR = 3e-2
 
 
 def get_config(arg: str = "mnist5k_to_uci") -> ml_collections.ConfigDict:

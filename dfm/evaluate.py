@@ -1,4 +1,5 @@
 """Evaluating a frozen classifier on a split, with or without the learned noise."""
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from dfm import metrics
 from dfm.dft import ApplyFn, Batch
+from dfm.parallel import compiler_options
 from dfm.transform import perturb
 
 EvalStep = Callable[[Any, Any, Batch], tuple[jax.Array, jax.Array]]
@@ -20,7 +22,7 @@ def make_eval_step(apply_fn: ApplyFn, *, kind: str = "tanh") -> EvalStep:
   ``Z = perturb(X, noise, kind=kind)`` and ``squared_error[k] = ||X_k - Z_k||_F^2``.
   """
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compiler_options())
   def eval_step(params: Any, noise: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
     images = batch["image"]
     perturbed = images if noise is None else perturb(images, noise, kind=kind)

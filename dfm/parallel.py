@@ -19,10 +19,21 @@ from dfm.dft import Batch, UpdateStep
 
 DATA_AXIS = "data"
 
+# On CPU, XLA's YNNPACK library by default also takes convolutions wider than 16
+# channels and reductions, both slower on the CPUs measured than XLA's own (Eigen)
+# code: restricted to dot products, the DFT step of the demo's VGG ran 1.4x faster.
+_CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+
+
+def compiler_options() -> dict[str, str] | None:
+  """XLA options for ``jax.jit(..., compiler_options=...)`` on this backend."""
+  return dict(_CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+
 
 def jit_step(step: UpdateStep) -> UpdateStep:
   """Compiles ``step`` once for one device; the state's buffers are donated."""
-  return jax.jit(step, donate_argnums=0)
+  return jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
 
 
 def _check_divisible(batch: Batch, num_devices: int) -> None:
@@ -53,6 +64,7 @@ def sharded_jit_step(step: UpdateStep, mesh: Mesh) -> UpdateStep:
       in_shardings=(replicated, replicated, by_example),
       out_shardings=(replicated, replicated),
       donate_argnums=0,
+      compiler_options=compiler_options(),
   )
 
   def run(state, params, batch):

@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 
 from dfm import checkpoint, data, models
+from dfm.evaluate import EvalStep, evaluate
 
 SPLITS = ("train", "validation", "test")
 
@@ -36,3 +37,10 @@ def load_frozen_classifier(config: ml_collections.ConfigDict) -> tuple[models.Ap
   directory = Path(config.classifier_dir) / "checkpoints"
   params = checkpoint.load_frozen_params(directory, expected)
   return models.make_apply_fn(module), params
+
+
+def evaluate_split(eval_step: EvalStep, params: Any, noise: Any, source: Any,
+                   config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """:func:`dfm.evaluate.evaluate` over every example of ``source`` (``noise=None``: as is)."""
+  batches = data.iterate_eval_batches(source, batch_size=config.eval_batch_size)
+  return evaluate(eval_step, params, noise, batches, num_classes=config.model.num_classes)

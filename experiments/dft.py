@@ -17,7 +17,7 @@ import numpy as np
 
 from dfm import checkpoint, data, loop, runs
 from dfm.dft import init_state, make_update_step
-from dfm.evaluate import evaluate, make_eval_step
+from dfm.evaluate import make_eval_step
 from dfm.figures import save_noise_png
 from dfm.optim import make_optimizer
 from dfm.parallel import select_step
@@ -49,11 +49,8 @@ def _make_update(config, apply_fn, params, optimizer):
 
 
 def _before_after(eval_step, params, noise, source, config) -> dict[str, Any]:
-  def on(noise_or_none):
-    batches = data.iterate_eval_batches(source, batch_size=config.eval_batch_size)
-    return evaluate(eval_step, params, noise_or_none, batches,
-                    num_classes=config.model.num_classes)
-  return {"before": on(None), "after": on(noise)}
+  return {"before": runs.evaluate_split(eval_step, params, None, source, config),
+          "after": runs.evaluate_split(eval_step, params, noise, source, config)}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -71,9 +68,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   def validation(state, done):
     del done
-    batches = data.iterate_eval_batches(sources["validation"], batch_size=config.eval_batch_size)
-    report = evaluate(eval_step, params, state["noise"], batches,
-                      num_classes=config.model.num_classes)
+    report = runs.evaluate_split(eval_step, params, state["noise"], sources["validation"], config)
     return {"val_accuracy": report["accuracy"]}
 
   state = loop.run_loop(

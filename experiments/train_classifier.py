@@ -14,8 +14,9 @@ import ml_collections
 
 from dfm import checkpoint, data, loop, models, runs
 from dfm.classifier import init_train_state, make_train_step
-from dfm.evaluate import evaluate, make_eval_step
+from dfm.evaluate import make_eval_step
 from dfm.optim import make_optimizer
+from dfm.parallel import compiler_options
 from dfm.workdir import claim_workdir, write_json
 from experiments.cli import launch
 
@@ -31,7 +32,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   state = init_train_state(
       models.init_params(module, tuple(config.model.input_shape), config.seed), optimizer)
   batches_per_epoch = data.num_batches(len(sources["train"]), train.batch_size)
-  step = jax.jit(make_train_step(apply_fn, optimizer), donate_argnums=0)
+  step = jax.jit(make_train_step(apply_fn, optimizer), donate_argnums=0,
+                 compiler_options=compiler_options())
   state = loop.run_loop(
       state,
       data.make_train_loader(sources["train"], batch_size=train.batch_size,
@@ -45,9 +47,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   eval_step = make_eval_step(apply_fn)
   results = {"dataset": train.dataset, "num_params": models.count_params(state["params"])}
   for split in ("validation", "test"):
-    batches = data.iterate_eval_batches(sources[split], batch_size=config.eval_batch_size)
-    results[split] = evaluate(eval_step, state["params"], None, batches,
-                              num_classes=config.model.num_classes)
+    results[split] = runs.evaluate_split(eval_step, state["params"], None, sources[split], config)
   write_json(workdir / "metrics.json", results)
   print(f"Classifier on {train.dataset}: val accuracy {100 * results['validation']['accuracy']:.1f}%, "
         f"test {100 * results['test']['accuracy']:.1f}%. Checkpoint: {workdir / 'checkpoints'}")

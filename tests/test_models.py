@@ -32,6 +32,40 @@ def test_parameter_count_of_each_preset(preset, shape, count):
   assert models.count_params(shapes) == count
 
 
+class PlainVGG(nn.Module):
+  """The textbook formulation: nn.Conv everywhere, ReLU then pool."""
+
+  blocks: tuple
+  dense: tuple
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x):
+    for widths in self.blocks:
+      for width in widths:
+        x = nn.relu(nn.Conv(width, (3, 3))(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape(x.shape[0], -1)
+    for width in self.dense:
+      x = nn.relu(nn.Dense(width)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 8])
+def test_vgg_computes_the_plain_vgg_with_the_same_parameters(channels):
+  blocks, dense = ((4, 6), (8,)), (16,)
+  images = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 12, 12, channels)), jnp.float32)
+  params = models.init_params(models.VGG(blocks, dense, 5), (12, 12, channels), seed=3)
+  plain = PlainVGG(blocks, dense, 5)
+  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
+      jnp.shape, plain.init(jax.random.key(0), images)["params"])
+  fast = lambda x: models.VGG(blocks, dense, 5).apply({"params": params}, x)
+  slow = lambda x: plain.apply({"params": params}, x)
+  np.testing.assert_allclose(fast(images), slow(images), atol=1e-5)
+  np.testing.assert_allclose(jax.grad(lambda x: fast(x).sum())(images),
+                             jax.grad(lambda x: slow(x).sum())(images), atol=1e-5)
+
+
 def test_apply_fn_is_pure_and_gives_logits():
   config = common.model_config("tiny", num_classes=10, input_shape=(28, 28, 1))
   module = models.build_classifier(config)
