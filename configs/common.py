@@ -18,8 +18,9 @@ MODEL_PRESETS = {
 def parse_arg(arg: str, **defaults) -> ml_collections.ConfigDict:
   """Parses ``"name,flag,key=value"`` into a ConfigDict over ``defaults``.
 
-  A bare word that is a boolean default (e.g. ``runlocal``) sets it True; the
-  first other bare word is the ``name``.
+  A bare word that is a boolean default (e.g. ``runlocal``) sets it True; any other
+  bare word is the ``name``. ``key=value`` sets a default's key (booleans from
+  ``true``/``false``).
 
   Example::
 
@@ -28,8 +29,12 @@ def parse_arg(arg: str, **defaults) -> ml_collections.ConfigDict:
   parsed = ml_collections.ConfigDict(defaults)
   for token in filter(None, arg.split(",")):
     key, sep, value = token.partition("=")
-    if sep:
-      parsed[key] = type(parsed[key])(value)
+    if sep and key not in defaults:
+      raise ValueError(f"Unknown config argument {key!r}; valid: {sorted(defaults)}.")
+    if sep and isinstance(defaults[key], bool):
+      parsed[key] = {"true": True, "false": False}[value.lower()]
+    elif sep:
+      parsed[key] = type(defaults[key])(value)
     elif isinstance(defaults.get(key), bool):
       parsed[key] = True
     else:
@@ -57,7 +62,7 @@ def dft_schedule(dataset: str) -> ml_collections.ConfigDict:
   lr 1e-3, lam 1), the exact tanh transform and the true-class hinge."""
   return ml_collections.ConfigDict({
       "dataset": dataset,
-      "optimizer": "adam", "lr": 1e-3, "lam": 1.0,
+      "optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant", "lam": 1.0,
       "batch_size": 800, "updates_per_batch": 16, "epochs": 5,
       "transform": "tanh", "class_term": "hinge",
       "noise_shape": (),  # () = the image's shape; or a coarser (h, w, C).

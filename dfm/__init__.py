@@ -7,9 +7,11 @@ The pure core needs only ``apply_fn(params, images) -> logits``.
 from dfm.dft import init_state
 from dfm.dft import make_loss_fn
 from dfm.dft import make_update_step
+from dfm.losses import accuracy
 from dfm.losses import appearance_distance
 from dfm.losses import dft_objective
 from dfm.losses import softmax_xent
+from dfm.losses import squared_distance_per_image
 from dfm.losses import true_class_hinge
 from dfm.losses import weighted_mean
 from dfm.parallel import data_mesh
@@ -20,7 +22,8 @@ from dfm.transform import perturb
 from dfm.transform import resize_noise
 
 __all__ = [
-    "appearance_distance", "data_mesh", "dft_objective", "init_state", "jit_step",
+    "accuracy", "appearance_distance", "data_mesh", "dft_objective", "init_state", "jit_step",
     "make_loss_fn", "make_update_step", "perturb", "pmap_step", "resize_noise",
-    "sharded_jit_step", "softmax_xent", "true_class_hinge", "weighted_mean",
+    "sharded_jit_step", "softmax_xent", "squared_distance_per_image", "true_class_hinge",
+    "weighted_mean",
 ]

@@ -67,6 +67,10 @@ def load_frozen_params(directory: Path, expected: Any) -> Any:
         "`python -m experiments.train_classifier --config=... --workdir=DIR` and pass "
         "--config.classifier_dir=DIR.")
   restored = ocp.StandardCheckpointer().restore(directory / str(step) / "state")
+  if "params" not in restored:
+    raise ValueError(
+        f"The checkpoint in {directory} holds no classifier params (keys: {sorted(restored)}): "
+        "pass the workdir of an experiments.train_classifier run.")
   params = jax.tree.map(np.asarray, restored["params"])
   problems = _shape_mismatches(params, expected)
   if problems:

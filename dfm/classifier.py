@@ -32,8 +32,8 @@ def make_train_step(
     logits = apply_fn(params, batch["image"])
     mask = batch.get("mask")
     loss = losses.softmax_xent(logits=logits, labels=batch["label"], weights=mask)
-    correct = (jnp.argmax(logits, axis=-1) == batch["label"]).astype(jnp.float32)
-    return loss, {"loss": loss, "accuracy": losses.weighted_mean(correct, mask)}
+    accuracy = losses.accuracy(logits=logits, labels=batch["label"], weights=mask)
+    return loss, {"loss": loss, "accuracy": accuracy}
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"], batch)

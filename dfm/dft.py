@@ -5,6 +5,10 @@ enters only as ``apply_fn(params, images) -> logits`` and its ``params`` are an
 argument of every step: never updated, never captured as constants, never seen by
 the optimizer. Batches are dicts ``{"image": [B,H,W,C] in [0,1], "label": [B],
 "mask": [B]}``; ``mask`` (optional) is 0 on padding rows.
+
+The white-box step draws no random numbers, so the state holds no RNG key: a
+run's only randomness is the shuffle order, a pure function of (seed, epoch),
+and the input pipeline's position is checkpointed beside the state.
 """
 from collections.abc import Callable
 from typing import Any
@@ -42,7 +46,14 @@ def make_loss_fn(
   """Returns ``loss_fn(noise, params, batch) -> (loss, metrics)`` of Eq. 11-12.
 
   ``loss = class_term(apply_fn(params, Z), y) + lam * mean_k ||X_k - Z_k||_F^2``
-  with ``Z = perturb(X, noise, kind=kind)``.
+  with ``Z = perturb(X, noise, kind=kind)``; ``metrics`` also hold the two terms
+  and the accuracy on ``Z``.
+
+  Example::
+
+    loss_fn = make_loss_fn(lambda params, x: x.reshape(len(x), -1) @ params, lam=0.01)
+    loss, metrics = loss_fn(jnp.zeros((2, 2, 1)), jnp.ones((4, 3)),
+                            {"image": jnp.full((5, 2, 2, 1), 0.5), "label": jnp.zeros(5, int)})
   """
 
   def loss_fn(noise: PyTree, params: PyTree, batch: Batch) -> tuple[jax.Array, Metrics]:
@@ -52,8 +63,7 @@ def make_loss_fn(
     loss, terms = losses.dft_objective(
         logits=logits, labels=labels, images=images, perturbed=perturbed,
         lam=lam, class_term=class_term, weights=mask)
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    accuracy = losses.weighted_mean(correct, mask)
+    accuracy = losses.accuracy(logits=logits, labels=labels, weights=mask)
     return loss, {"loss": loss, **terms, "accuracy": accuracy}
 
   return loss_fn

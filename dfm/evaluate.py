@@ -7,9 +7,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dfm import metrics
+from dfm import losses, metrics
 from dfm.dft import ApplyFn, Batch
-from dfm.parallel import compiler_options
+from dfm.xla import compiler_options
 from dfm.transform import perturb
 
 EvalStep = Callable[[Any, Any, Batch], tuple[jax.Array, jax.Array]]
@@ -27,8 +27,7 @@ def make_eval_step(apply_fn: ApplyFn, *, kind: str = "tanh") -> EvalStep:
     images = batch["image"]
     perturbed = images if noise is None else perturb(images, noise, kind=kind)
     predictions = jnp.argmax(apply_fn(params, perturbed), axis=-1)
-    squared_error = jnp.square(perturbed - images).reshape(images.shape[0], -1).sum(axis=1)
-    return predictions, squared_error
+    return predictions, losses.squared_distance_per_image(images=images, perturbed=perturbed)
 
   return eval_step
 

@@ -32,6 +32,26 @@ def _check_finite(metrics: dict[str, float], done: int) -> None:
         "(config.dft.lr or config.train.lr) or check the inputs.")
 
 
+def _drop_log_after(log_file: Path, done: int) -> None:
+  """Removes log lines of batches after ``done``: a resumed run logs them again."""
+  if log_file.exists():
+    lines = log_file.read_text().splitlines(keepends=True)
+    log_file.write_text("".join(l for l in lines if json.loads(l)["batch"] <= done))
+
+
+def _resume(state: Any, batches: Any, mngr: ocp.CheckpointManager, log_file: Path) -> tuple[Any, int]:
+  """The latest checkpoint's state and batch count (the data position restored too)."""
+  restored = checkpoint.restore_latest(mngr, state)
+  if restored is None:
+    return state, 0
+  state, data_state = restored
+  batches.set_state(data_state)
+  done = mngr.latest_step()
+  _drop_log_after(log_file, done)
+  print(f"Resumed from the checkpoint after batch {done}.", flush=True)
+  return state, done
+
+
 def _log_line(done: int, total: int, metrics: dict[str, float], started: float, first: int) -> dict:
   elapsed = time.perf_counter() - started
   per_batch = elapsed / max(done - first, 1)
@@ -70,25 +90,22 @@ def run_loop(
   Returns:
     The final state.
   """
-  restored = checkpoint.restore_latest(mngr, state)
-  done = 0
-  if restored is not None:
-    state, data_state = restored
-    batches.set_state(data_state)
-    done = mngr.latest_step()
-    print(f"Resumed from the checkpoint after batch {done}.", flush=True)
+  state, done = _resume(state, batches, mngr, log_file)
   first, started = done, time.perf_counter()
   while done < total_batches:
     state, metrics = update(state, next(batches))
     done += 1
-    if is_due(done, log_every, total_batches):
+    log_now = is_due(done, log_every, total_batches)
+    save_now = is_due(done, checkpoint_every, total_batches)
+    if log_now or save_now:
       values = {k: float(v) for k, v in jax.device_get(metrics).items()}
       _check_finite(values, done)
+    if log_now:
       if on_batches_done is not None:
         values.update(on_batches_done(state, done))
       record = _log_line(done, total_batches, values, started, first)
       with log_file.open("a") as log:
         log.write(json.dumps(record) + "\n")
-    if is_due(done, checkpoint_every, total_batches):
+    if save_now:
       checkpoint.save(mngr, done, state, batches.get_state())
   return state

@@ -16,23 +16,20 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dfm.dft import Batch, UpdateStep
+from dfm.xla import compiler_options
 
 DATA_AXIS = "data"
-
-# On CPU, XLA's YNNPACK library by default also takes convolutions wider than 16
-# channels and reductions, both slower on the CPUs measured than XLA's own (Eigen)
-# code: restricted to dot products, the DFT step of the demo's VGG ran 1.4x faster.
-_CPU_COMPILER_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-
-
-def compiler_options() -> dict[str, str] | None:
-  """XLA options for ``jax.jit(..., compiler_options=...)`` on this backend."""
-  return dict(_CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else None
+PARALLEL_MODES = ("auto", "single", "sharded", "pmap")
 
 
 def jit_step(step: UpdateStep) -> UpdateStep:
-  """Compiles ``step`` once for one device; the state's buffers are donated."""
+  """Compiles ``step`` once for one device; the state's buffers are donated.
+
+  Example::
+
+    step = jit_step(make_update_step(apply_fn, optax.adam(1e-2), lam=0.01))
+    state, metrics = step(state, params, batch)  # ``state`` is consumed
+  """
   return jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
 
 
@@ -45,7 +42,12 @@ def _check_divisible(batch: Batch, num_devices: int) -> None:
 
 
 def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
-  """A one-axis mesh named ``"data"`` over ``devices`` (default: all)."""
+  """A one-axis mesh named ``"data"`` over ``devices`` (default: all).
+
+  Example::
+
+    data_mesh().shape  # {"data": jax.device_count()}
+  """
   return Mesh(np.asarray(devices or jax.devices()), (DATA_AXIS,))
 
 
@@ -80,7 +82,13 @@ def pmap_step(make_step: Callable[[str], UpdateStep], devices: list[jax.Device] 
   ``make_step(axis_name)`` must build the step with that ``axis_name`` so that it
   averages gradients across devices, e.g.
   ``lambda axis: make_update_step(apply_fn, opt, lam=0.01, axis_name=axis)``.
-  State and params go in unreplicated and come out unreplicated.
+  State and params go in unreplicated and come out unreplicated; the batch is
+  cut into ``len(devices)`` equal slices along its first axis.
+
+  Example::
+
+    step = pmap_step(lambda axis: make_update_step(apply_fn, opt, lam=0.01, axis_name=axis))
+    state, metrics = step(state, params, batch)  # batch size divisible by devices
   """
   devices = devices or jax.devices()
   mapped = jax.pmap(
@@ -94,8 +102,6 @@ def pmap_step(make_step: Callable[[str], UpdateStep], devices: list[jax.Device] 
 
   return run
 
-
-PARALLEL_MODES = ("auto", "single", "sharded", "pmap")
 
 
 def select_step(mode: str, make_step: Callable[[str | None], UpdateStep]) -> UpdateStep:

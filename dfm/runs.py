@@ -5,10 +5,45 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from dfm import checkpoint, data, models
+from dfm import checkpoint, data, losses, models, optim, parallel, transform
 from dfm.evaluate import EvalStep, evaluate
 
 SPLITS = ("train", "validation", "test")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ValueError(f"config.{name}={value!r} is not one of {choices}.")
+
+
+def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
+  """Checks ``config.<section>`` (``train`` or ``dft``) before anything is written.
+
+  Sizes and counts must be positive, choices known, and the checkpoint and log
+  cadences (in steps) whole batches: a DFT batch serves ``updates_per_batch``
+  steps, and checkpoints are taken between batches.
+
+  Raises:
+    ValueError: naming the field and what it must be.
+  """
+  schedule = config[section]
+  for field in ("batch_size", "epochs", *(("updates_per_batch",) if section == "dft" else ())):
+    if schedule[field] < 1:
+      raise ValueError(f"config.{section}.{field} must be a positive integer, got {schedule[field]}.")
+  if not schedule.lr > 0:
+    raise ValueError(f"config.{section}.lr must be positive, got {schedule.lr}.")
+  _check_choice(f"{section}.optimizer", schedule.optimizer, optim.OPTIMIZERS)
+  steps_per_batch = schedule.get("updates_per_batch", 1)
+  for field in ("checkpoint_every", "log_every"):
+    if config[field] < 1 or config[field] % steps_per_batch:
+      raise ValueError(
+          f"config.{field}={config[field]} must be a positive multiple of "
+          f"config.{section}.updates_per_batch={steps_per_batch} (whole batches).")
+  if section == "dft":
+    _check_choice("dft.transform", schedule.transform, transform.TRANSFORM_KINDS)
+    _check_choice("dft.class_term", schedule.class_term, losses.CLASS_TERMS)
+    _check_choice("dft.parallel", schedule.parallel, parallel.PARALLEL_MODES)
+    _check_choice("dft.lr_schedule", schedule.lr_schedule, optim.LR_SCHEDULES)
 
 
 def open_splits(dataset: str, data_dir: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -31,11 +66,17 @@ def load_frozen_classifier(config: ml_collections.ConfigDict) -> tuple[models.Ap
   """``(apply_fn, params)`` of the classifier saved under ``config.classifier_dir``.
 
   The checkpoint is checked against ``config.model``: every parameter's shape.
+  The classifier must have finished training (its run wrote ``metrics.json``).
   """
+  classifier_dir = Path(config.classifier_dir).absolute()
+  if not (classifier_dir / "metrics.json").is_file():
+    raise ValueError(
+        f"{classifier_dir} holds no finished classifier run (no metrics.json). Train one "
+        "with `python -m experiments.train_classifier --config=... --workdir=DIR` (the "
+        "same command resumes an interrupted one) and pass --config.classifier_dir=DIR.")
   module = models.build_classifier(config.model)
   expected = models.param_shapes(module, tuple(config.model.input_shape))
-  directory = Path(config.classifier_dir) / "checkpoints"
-  params = checkpoint.load_frozen_params(directory, expected)
+  params = checkpoint.load_frozen_params(classifier_dir / "checkpoints", expected)
   return models.make_apply_fn(module), params
 
 

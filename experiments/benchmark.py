@@ -30,7 +30,8 @@ from ml_collections import config_flags
 from dfm import data, models
 from dfm.dft import init_state, make_update_step
 from dfm.optim import make_optimizer
-from dfm.parallel import compiler_options, jit_step
+from dfm.parallel import jit_step
+from dfm.xla import compiler_options
 from experiments.cli import quiet_library_logs
 
 _CONFIG = config_flags.DEFINE_config_file(

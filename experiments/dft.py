@@ -54,13 +54,19 @@ def _before_after(eval_step, params, noise, source, config) -> dict[str, Any]:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains the noise, evaluates before/after, writes the outputs; returns metrics."""
-  workdir = claim_workdir(workdir, config)
+  """Trains the noise, evaluates before/after, writes the outputs; returns metrics.
+
+  Everything is checked (config, classifier, data) before the workdir is claimed.
+  """
+  runs.check_schedule(config, "dft")
   apply_fn, params = runs.load_frozen_classifier(config)
   sources = runs.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
-  optimizer = make_optimizer(config.dft.optimizer, config.dft.lr)
-  state = init_state(_noise_shape(config), optimizer)
   batches_per_epoch = data.num_batches(len(sources["train"]), config.dft.batch_size)
+  total_batches = batches_per_epoch * config.dft.epochs
+  optimizer = make_optimizer(config.dft.optimizer, config.dft.lr, schedule=config.dft.lr_schedule,
+                             total_steps=total_batches * config.dft.updates_per_batch)
+  state = init_state(_noise_shape(config), optimizer)
+  workdir = claim_workdir(workdir, config)
   batches = data.make_train_loader(
       sources["train"], batch_size=config.dft.batch_size, seed=config.seed,
       num_epochs=config.dft.epochs)
@@ -74,9 +80,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   state = loop.run_loop(
       state, batches, _make_update(config, apply_fn, params, optimizer),
       mngr=checkpoint.manager(workdir / "checkpoints"),
-      total_batches=batches_per_epoch * config.dft.epochs,
-      checkpoint_every=max(config.checkpoint_every // config.dft.updates_per_batch, 1),
-      log_every=max(config.log_every // config.dft.updates_per_batch, 1),
+      total_batches=total_batches,
+      checkpoint_every=config.checkpoint_every // config.dft.updates_per_batch,
+      log_every=config.log_every // config.dft.updates_per_batch,
       log_file=workdir / "metrics.jsonl", on_batches_done=validation)
   return _write_results(workdir, config, eval_step, params, state, sources)
 

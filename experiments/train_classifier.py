@@ -16,16 +16,17 @@ from dfm import checkpoint, data, loop, models, runs
 from dfm.classifier import init_train_state, make_train_step
 from dfm.evaluate import make_eval_step
 from dfm.optim import make_optimizer
-from dfm.parallel import compiler_options
+from dfm.xla import compiler_options
 from dfm.workdir import claim_workdir, write_json
 from experiments.cli import launch
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains ``config.model`` on ``config.train.dataset``; returns val/test accuracy."""
-  workdir = claim_workdir(workdir, config)
+  runs.check_schedule(config, "train")
   train = config.train
   sources = runs.open_splits(train.dataset, config.data_dir, config.model.input_shape)
+  workdir = claim_workdir(workdir, config)
   module = models.build_classifier(config.model)
   apply_fn = models.make_apply_fn(module)
   optimizer = make_optimizer(train.optimizer, train.lr)
@@ -41,7 +42,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       step,
       mngr=checkpoint.manager(workdir / "checkpoints"),
       total_batches=batches_per_epoch * train.epochs,
-      checkpoint_every=batches_per_epoch,
+      checkpoint_every=config.checkpoint_every,
       log_every=config.log_every,
       log_file=workdir / "metrics.jsonl")
   eval_step = make_eval_step(apply_fn)

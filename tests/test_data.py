@@ -18,15 +18,6 @@ SPLIT_SIZES = {
 }
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> str:
-  """Both datasets prepared once into a temporary directory."""
-  root = str(tmp_path_factory.mktemp("data"))
-  for name in SPLIT_SIZES:
-    data.prepare(name, root)
-  return root
-
-
 def numbered_source(num_examples: int) -> list[dict]:
   """In-memory examples whose pixel value is their index: image k is all k / 255."""
   return [

@@ -1,4 +1,5 @@
 """The DFT update step: what it changes, what it leaves alone, how often it compiles."""
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,7 +66,7 @@ def test_params_are_an_argument_not_a_constant(classifier):
 def test_one_compilation_over_an_epoch_with_a_padded_last_batch(classifier):
   apply_fn, params = classifier
   optimizer = optax.adam(1e-2)
-  step = jit_step(make_update_step(apply_fn, optimizer, lam=0.01))
+  step = jit_step(chex.assert_max_traces(make_update_step(apply_fn, optimizer, lam=0.01), n=1))
   state = init_state(SHAPE, optimizer)
   for batch in (make_batch(0), make_batch(1), make_batch(2, padded=11)):
     for _ in range(3):

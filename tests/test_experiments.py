@@ -1,5 +1,6 @@
 """The entrypoints end to end on tiny configs: outputs, resume, and bad input."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -7,16 +8,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from dfm import data
 from experiments import dft, train_classifier
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  directory = tmp_path_factory.mktemp("data")
-  for name in ("mnist5k", "uci_digits"):
-    data.prepare(name, str(directory))
-  return str(directory)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +69,8 @@ def _interrupt_after(batches: int, make_update):
 
 def test_interrupted_run_resumes_to_the_same_noise(data_dir, classifier_dir, tmp_path, monkeypatch):
   config = _dft_config(data_dir, classifier_dir)
+  with config.unlocked():
+    config.checkpoint_every = 2 * config.dft.updates_per_batch  # Batch 3 is replayed.
   dft.run(config, str(tmp_path / "straight"))
   with monkeypatch.context() as patch:
     patch.setattr(dft, "_make_update", _interrupt_after(3, dft._make_update))
@@ -86,6 +80,9 @@ def test_interrupted_run_resumes_to_the_same_noise(data_dir, classifier_dir, tmp
   dft.run(config, str(tmp_path / "resumed"))
   np.testing.assert_array_equal(np.load(tmp_path / "resumed" / "noise.npy"),
                                 np.load(tmp_path / "straight" / "noise.npy"))
+  logged = [json.loads(line)["batch"]
+            for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+  assert logged == sorted(set(logged))
 
 
 def test_workdir_of_another_config_is_refused_and_kept(data_dir, classifier_dir, tmp_path):
@@ -112,7 +109,7 @@ def test_checkpoint_that_does_not_fit_the_config_is_refused(data_dir, classifier
 
 def test_missing_classifier_checkpoint_is_explained(data_dir, tmp_path):
   config = _dft_config(data_dir, str(tmp_path / "nothing"))
-  with pytest.raises(ValueError, match="No classifier checkpoint.*train_classifier"):
+  with pytest.raises(ValueError, match="no finished classifier run.*train_classifier"):
     dft.run(config, str(tmp_path / "run"))
 
 
@@ -125,6 +122,45 @@ def test_noise_that_does_not_fit_the_images_is_refused(data_dir, classifier_dir,
 def test_unprepared_dataset_is_explained(classifier_dir, tmp_path):
   config = _dft_config(str(tmp_path / "empty"), classifier_dir)
   with pytest.raises(FileNotFoundError, match="python -m experiments.prepare --dataset=uci_digits"):
+    dft.run(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_bad_input_on_the_command_line_ends_with_the_message_alone(tmp_path):
+  command = [sys.executable, "-m", "experiments.dft", "--config=configs/digits.py:mnist5k_to_uci",
+             f"--workdir={tmp_path / 'run'}", f"--config.classifier_dir={tmp_path}"]
+  result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1
+  assert result.stderr.strip().startswith("error: ") and "no finished classifier run" in result.stderr
+  assert "Traceback" not in result.stderr
+
+
+def test_unfinished_classifier_is_refused(data_dir, classifier_dir, tmp_path):
+  shutil.copytree(classifier_dir, tmp_path / "unfinished")
+  (tmp_path / "unfinished" / "metrics.json").unlink()
+  config = _dft_config(data_dir, str(tmp_path / "unfinished"))
+  with pytest.raises(ValueError, match="no finished classifier run"):
+    dft.run(config, str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("updates_per_batch", 0, "updates_per_batch must be a positive integer"),
+    ("lr", -1.0, "lr must be positive"),
+    ("transform", "tahn", "config.dft.transform='tahn' is not one of"),
+])
+def test_bad_schedule_is_refused_before_the_workdir_is_claimed(
+    data_dir, classifier_dir, tmp_path, field, value, message):
+  config = _dft_config(data_dir, classifier_dir, **{field: value})
+  with pytest.raises(ValueError, match=message):
+    dft.run(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_checkpoint_cadence_must_be_whole_batches(data_dir, classifier_dir, tmp_path):
+  config = _dft_config(data_dir, classifier_dir)
+  with config.unlocked():
+    config.checkpoint_every = 3
+  with pytest.raises(ValueError, match="multiple of config.dft.updates_per_batch=2"):
     dft.run(config, str(tmp_path / "run"))
 
 

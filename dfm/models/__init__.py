@@ -1,13 +1,12 @@
 """Frozen classifiers, turned once at the edge into ``apply_fn(params, images) -> logits``."""
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from dfm.dft import ApplyFn
 from dfm.models.vgg import VGG, max_pool_2x2
-
-ApplyFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def build_classifier(model_config: Mapping[str, Any]) -> VGG:
