@@ -1,4 +1,4 @@
-"""What the entrypoints share: opening a run's data and the frozen classifier."""
+"""What the entrypoints share: checking the config, opening the data and the frozen classifier."""
 from pathlib import Path
 from typing import Any
 
