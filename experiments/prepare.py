@@ -1,13 +1,18 @@
 r"""Prepares a known dataset into ArrayRecord files, offline; prints a JSON summary line.
 
-The summary is the only line on stdout; TFDS's own messages go to stderr.
+The summary is the only line on stdout; TFDS's own messages go to stderr. Datasets
+are named `name` (default config) or `name/config`; an unknown one lists the valid ones:
 
   python -m experiments.prepare --dataset=mnist5k --data_dir=data
-  python -m experiments.prepare --dataset=uci_digits --data_dir=data
+  python -m experiments.prepare --dataset=lfw_subset/32px_fold0 --data_dir=data --summary
+  python -m experiments.prepare --dataset=uci_digits --data_dir=/tmp/look --max_examples=10
 
 Already prepared datasets are not rebuilt. The summary line looks like
 {"dataset": "mnist5k", "data_dir": "/abs/data", "version": "1.0.0", "built": true,
  "splits": {"test": 1000, "train": 3000, "validation": 1000}}
+and with --summary also has, per split, the count of each value of each label, and the
+examples skipped while preparing, by reason:
+ "labels": {"test": {"label": {"woman": 4, "man": 16}, ...}, ...}, "skipped": {}
 """
 
 import contextlib
@@ -19,20 +24,66 @@ from absl import app
 from absl import flags
 
 from dfm.data import preparation
+from dfm.data import summary
 
-_DATASET = flags.DEFINE_enum(
-    "dataset", None, sorted(preparation.BUILDERS), "Dataset to prepare.", required=True
+
+def _check_dataset(name: str) -> bool:
+  """Flag validator: a known `name` or `name/config`, else an error listing valid ones."""
+  try:
+    preparation.parse_name(name)
+  except ValueError as error:
+    raise flags.ValidationError(str(error)) from error
+  return True
+
+
+_DATASET = flags.DEFINE_string(
+    "dataset", None, "Dataset to prepare: `name` or `name/config`.", required=True
 )
+flags.register_validator("dataset", _check_dataset)
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "Root directory of prepared datasets.")
+_MANUAL_DIR = flags.DEFINE_string(
+    "manual_dir", None, "Folder of the publisher's files (datasets that are not embedded)."
+)
+_MAX_EXAMPLES = flags.DEFINE_integer(
+    "max_examples", None, "Cap on examples per split, for a quick look (use a scratch --data_dir).",
+    lower_bound=1,
+)
+_SUMMARY = flags.DEFINE_bool(
+    "summary", False, "Also report label counts per split and skipped examples."
+)
+
+
+def run(
+    dataset: str,
+    data_dir: str,
+    *,
+    manual_dir: str | None = None,
+    max_examples: int | None = None,
+    with_summary: bool = False,
+) -> dict:
+  """Prepares `dataset` (if needed) and returns the summary that `main` prints.
+
+  >>> run("lfw_subset/25px_fold0", "data", with_summary=True)["skipped"]  # doctest: +SKIP
+  {}
+  """
+  with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress to stdout.
+    result = preparation.prepare(
+        dataset, data_dir, manual_dir=manual_dir, max_examples=max_examples
+    )
+    if with_summary:
+      result.update(summary.summarize(dataset, data_dir))
+  return result
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   tfds.disable_progress_bar()
-  with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress to stdout.
-    summary = preparation.prepare(_DATASET.value, _DATA_DIR.value)
-  print(json.dumps(summary))
+  result = run(
+      _DATASET.value, _DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
+      max_examples=_MAX_EXAMPLES.value, with_summary=_SUMMARY.value,
+  )
+  print(json.dumps(result))
 
 
 if __name__ == "__main__":

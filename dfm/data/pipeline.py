@@ -43,17 +43,16 @@ def open_split(name: str, split: str, data_dir: str) -> Sequence[dict]:
   try:
     source = builder.as_data_source(split=split)
   except (KeyError, ValueError, FileNotFoundError) as error:
-    raise _explain_open_error(builder, split, data_dir) from error
+    raise _explain_open_error(builder, name, split, data_dir) from error
   if not len(source):
     raise ValueError(f"Split {split!r} of {name!r} in {data_dir} has no examples.")
   return source
 
 
 def _explain_open_error(
-    builder: tfds.core.DatasetBuilder, split: str, data_dir: str
+    builder: tfds.core.DatasetBuilder, name: str, split: str, data_dir: str
 ) -> Exception:
-  """Returns an error that names why `split` could not be opened, and the fix."""
-  name = builder.name
+  """Returns an error that names why `split` of dataset `name` could not be opened, and the fix."""
   if not builder.is_prepared():
     return FileNotFoundError(
         f"Dataset {name!r} is not prepared in {os.path.abspath(data_dir)}. Run:"

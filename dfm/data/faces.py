@@ -1,0 +1,84 @@
+"""What every face builder shares: the stored size in the config, resizing, k-fold splits.
+
+A face builder stores its crops as uint8 `[size, size, channels]` tensors at one of
+`IMAGE_SIZES`, the classifier's input size, named in the TFDS config: prepare
+`lfw_subset/32px_fold0` for 32x32 crops. The pipeline scales pixels to [0, 1].
+
+>>> resize_face(np.full((25, 25), 0.5), 32).shape
+(32, 32, 1)
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+IMAGE_SIZES = (25, 32, 64, 112, 224)  # Side in pixels; 25 is lfw_subset's own size.
+
+
+@dataclasses.dataclass(eq=False, kw_only=True)
+class FaceConfig(tfds.core.BuilderConfig):
+  """A face builder's config: crops stored as `size` x `size` uint8."""
+
+  size: int = IMAGE_SIZES[0]
+
+
+def resize_face(image: np.ndarray, size: int) -> np.ndarray:
+  """Returns a gray image in [0, 1] (float, `[H, W]`) as uint8 `[size, size, 1]`.
+
+  Pixels are scaled to 0..255 and rounded, then resized with Pillow bicubic (a no-op
+  when the image already has that size).
+
+  >>> resize_face(np.ones((25, 25)), 25).max()
+  np.uint8(255)
+  """
+  pixels = np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
+  if pixels.shape != (size, size):
+    pixels = np.asarray(Image.fromarray(pixels).resize((size, size), Image.BICUBIC))
+  return pixels[..., None]
+
+
+def stratified_folds(labels: np.ndarray, *, num_folds: int, seed: int) -> np.ndarray:
+  """Returns each example's fold in 0..num_folds-1: stratified by label, seeded.
+
+  scikit-learn's `StratifiedKFold(shuffle=True, random_state=seed)`: every fold
+  holds about 1/num_folds of each class, and each example is in exactly one fold.
+
+  >>> stratified_folds(np.array([0, 0, 1, 1]), num_folds=2, seed=0).tolist()
+  [1, 0, 0, 1]
+  """
+  # Imported here: only preparing needs it, and it takes ~2 s to import.
+  from sklearn.model_selection import StratifiedKFold  # pylint: disable=g-import-not-at-top
+
+  folds = np.empty(len(labels), np.int64)
+  splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
+  for fold, (_, members) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+    folds[members] = fold
+  return folds
+
+
+def fold_splits(folds: np.ndarray, test_fold: int) -> dict[str, np.ndarray]:
+  """Returns the example indices of train/validation/test when `test_fold` is the test.
+
+  The next fold (cyclically) is validation, the others train.
+
+  >>> {k: v.tolist() for k, v in fold_splits(np.array([0, 1, 2, 0]), 2).items()}
+  {'train': [1], 'validation': [0, 3], 'test': [2]}
+  """
+  validation_fold = (test_fold + 1) % (folds.max() + 1)
+  return {
+      "train": np.flatnonzero((folds != test_fold) & (folds != validation_fold)),
+      "validation": np.flatnonzero(folds == validation_fold),
+      "test": np.flatnonzero(folds == test_fold),
+  }
+
+
+def skipped_metadata() -> tfds.core.MetadataDict:
+  """Returns the builder metadata that counts skipped examples: `{"skipped": {reason: n}}`.
+
+  A builder that drops an example (a missing or corrupt image, no face found) adds
+  one to `self.info.metadata["skipped"][reason]`; TFDS saves it with the dataset and
+  `summarize` reports it.
+  """
+  return tfds.core.MetadataDict(skipped={})
