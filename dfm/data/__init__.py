@@ -2,6 +2,7 @@
 
 from dfm.data.batching import Batch
 from dfm.data.batching import to_batch
+from dfm.data.celeba import Celeba
 from dfm.data.digits import IMAGE_SHAPE
 from dfm.data.digits import NUM_CLASSES
 from dfm.data.digits import Mnist5k
@@ -14,6 +15,7 @@ from dfm.data.faces import FaceConfig
 from dfm.data.faces import fold_splits
 from dfm.data.faces import resize_face
 from dfm.data.faces import stratified_folds
+from dfm.data.lfw import Lfw
 from dfm.data.lfw_subset import LfwSubset
 from dfm.data.pipeline import iterate_eval_batches
 from dfm.data.pipeline import make_train_loader

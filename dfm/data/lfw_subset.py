@@ -86,9 +86,7 @@ class LfwSubset(tfds.core.GeneratorBasedBuilder):
         builder=self,
         description=__doc__,
         features=tfds.features.FeaturesDict({
-            "image": tfds.features.Tensor(
-                shape=(size, size, 1), dtype=np.uint8, encoding=tfds.features.Encoding.BYTES
-            ),
+            "image": faces.image_feature(size, 1),
             "label": tfds.features.ClassLabel(names=["woman", "man"]),
             "uncertain": tfds.features.ClassLabel(names=["no", "yes"]),
         }),

@@ -11,13 +11,17 @@ import os
 
 import tensorflow_datasets as tfds
 
+from dfm.data import celeba
 from dfm.data import digits
+from dfm.data import lfw
 from dfm.data import lfw_subset
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "mnist5k": digits.Mnist5k,
     "uci_digits": digits.UciDigits,
+    "lfw": lfw.Lfw,
     "lfw_subset": lfw_subset.LfwSubset,
+    "celeba": celeba.Celeba,
 }
 FILE_FORMAT = "array_record"
 

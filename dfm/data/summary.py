@@ -41,7 +41,8 @@ def summarize(name: str, data_dir: str) -> dict:
   """Returns examples per split, label counts per split and skipped counts by reason.
 
   `skipped` is what the builder recorded in its metadata (`faces.skipped_metadata`);
-  datasets that never skip report `{}`. Raises FileNotFoundError if not prepared.
+  datasets that never skip report `{}`. A builder with split protocols (LFW's
+  `random` / `identity`) also reports the `protocol` it used. Raises FileNotFoundError if not prepared.
   """
   builder = preparation.get_builder(name, data_dir)
   if not builder.is_prepared():
@@ -56,4 +57,5 @@ def summarize(name: str, data_dir: str) -> dict:
           for split in splits
       },
       "skipped": dict(metadata.get("skipped", {})),
+      **({"protocol": metadata["protocol"]} if "protocol" in metadata else {}),
   }
