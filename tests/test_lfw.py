@@ -10,8 +10,8 @@ from PIL import Image
 from dfm import data
 from dfm.data import lfw
 from experiments import prepare as prepare_entrypoint
+from prepared import SPLITS, prepare_all, read_all, text
 
-SPLITS = ("train", "validation", "test")
 # Kumar et al.'s 73 attribute names, in their header's order.
 ATTRIBUTE_NAMES = [
     "Male", "Asian", "White", "Black", "Baby", "Child", "Youth", "Middle Aged", "Senior",
@@ -70,18 +70,12 @@ def fixture(tmp_path_factory):
   manual_dir = tmp_path_factory.mktemp("manual")
   truth = write_lfw(manual_dir)
   data_dir = str(tmp_path_factory.mktemp("data"))
-  for name in ("lfw/25px_male_random", "lfw/25px_smiling_identity"):
-    data.prepare(name, data_dir, manual_dir=str(manual_dir))
+  prepare_all(("lfw/25px_male_random", "lfw/25px_smiling_identity"), manual_dir, data_dir)
   return str(manual_dir), data_dir, truth
 
 
-def read_all(name: str, data_dir: str) -> dict[str, list[dict]]:
-  return {split: [dict(e) for e in data.open_split(name, split, data_dir)] for split in SPLITS}
-
-
 def person_of(example: dict) -> str:
-  person = example["person"]
-  return person.decode() if isinstance(person, bytes) else str(person)
+  return text(example["person"])
 
 
 def test_fixture_header_has_73_attributes():

@@ -15,6 +15,7 @@ from dfm.data import celeba
 from dfm.data import digits
 from dfm.data import lfw
 from dfm.data import lfw_subset
+from dfm.data import muct
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "mnist5k": digits.Mnist5k,
@@ -22,6 +23,7 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "lfw": lfw.Lfw,
     "lfw_subset": lfw_subset.LfwSubset,
     "celeba": celeba.Celeba,
+    "muct": muct.Muct,
 }
 FILE_FORMAT = "array_record"
 
