@@ -19,13 +19,26 @@ def quiet_library_logs() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
+BAD_INPUT = (ValueError, FileNotFoundError, FloatingPointError)
+
+
+def exit_on_bad_input(work: Callable[[], Any]) -> Any:
+  """Runs ``work()``; bad input ends the process with its message alone (exit 1).
+
+  Bad input (ValueError, FileNotFoundError, FloatingPointError) already names the
+  problem and the fix, so a traceback would only bury it.
+  """
+  try:
+    return work()
+  except BAD_INPUT as error:
+    sys.exit(f"error: {error}")
+
+
 def launch(run: RunFn) -> None:
   """Runs ``run(config, workdir)`` from ``--config`` and ``--workdir`` flags.
 
-  The config is locked, so a misspelt ``--config.x.y=`` override fails. Bad input
-  (ValueError, FileNotFoundError, FloatingPointError) already names the problem
-  and the fix, so it ends the run with that message alone, without a traceback
-  to bury it.
+  The config is locked, so a misspelt ``--config.x.y=`` override fails; bad input
+  ends the run with its message (:func:`exit_on_bad_input`).
   """
   config = config_flags.DEFINE_config_file(
       "config", None, "Config file, e.g. configs/digits.py:mnist5k", lock_config=True)
@@ -36,9 +49,6 @@ def launch(run: RunFn) -> None:
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     quiet_library_logs()
-    try:
-      run(config.value, workdir.value)
-    except (ValueError, FileNotFoundError, FloatingPointError) as error:
-      sys.exit(f"error: {error}")
+    exit_on_bad_input(lambda: run(config.value, workdir.value))
 
   app.run(main)

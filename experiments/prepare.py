@@ -19,12 +19,12 @@ import contextlib
 import json
 import sys
 
-import tensorflow_datasets as tfds
 from absl import app
 from absl import flags
 
 from dfm.data import preparation
 from dfm.data import summary
+from experiments.cli import exit_on_bad_input, quiet_library_logs
 
 
 def _check_dataset(name: str) -> bool:
@@ -78,11 +78,11 @@ def run(
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  tfds.disable_progress_bar()
-  result = run(
+  quiet_library_logs()
+  result = exit_on_bad_input(lambda: run(
       _DATASET.value, _DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
       max_examples=_MAX_EXAMPLES.value, with_summary=_SUMMARY.value,
-  )
+  ))
   print(json.dumps(result))
 
 

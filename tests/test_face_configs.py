@@ -8,6 +8,7 @@ from dfm import data
 from experiments import dft, train_classifier
 from test_celeba import write_celeba
 from test_lfw import write_lfw
+from test_muct import write_muct
 
 PAPER_CONFIGS = [
     *(f"celeba,attribute={a}" for a in
@@ -36,6 +37,7 @@ def test_fold_and_size_pick_the_dataset_config():
     ("lfw_subset", "fold=2", None),
     ("celeba", "attribute=smiling,size=25", write_celeba),
     ("lfw", "attribute=bushy_eyebrows,size=25,protocol=identity", write_lfw),
+    ("muct", "size=25", write_muct),
 ])
 def test_train_classifier_then_dft_end_to_end(tmp_path, family, options, write):
   manual_dir = None
