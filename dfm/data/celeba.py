@@ -65,8 +65,8 @@ IMAGES_DIR = "img_align_celeba"
 ATTRIBUTES_FILE = "list_attr_celeba.txt"
 PARTITION_FILE = "list_eval_partition.txt"
 PARTITIONS = {"0": "train", "1": "validation", "2": "test"}
-SKIP_MISSING = "image_missing"
-SKIP_CORRUPT = "image_corrupt"
+SKIP_MISSING = faces.SKIP_ABSENT
+SKIP_CORRUPT = faces.SKIP_CORRUPT
 
 _LAYOUT = (
     "Expected CelebA as published: {root}/img_align_celeba/000001.jpg (Img/img_align_celeba.zip"

@@ -97,6 +97,12 @@ def fold_splits(folds: np.ndarray, test_fold: int) -> dict[str, np.ndarray]:
   }
 
 
+# Why a face builder skipped an example: the keys of the summary's `skipped`.
+SKIP_ABSENT = "image listed but absent"
+SKIP_CORRUPT = "corrupt image"
+SKIP_NO_FACE = "no face found"
+
+
 def skipped_metadata() -> tfds.core.MetadataDict:
   """Returns the builder metadata that counts skipped examples: `{"skipped": {reason: n}}`.
 

@@ -58,8 +58,8 @@ _EXPECTED_LAYOUT = (
     f"Expected MANUAL_DIR/{_EXAMPLE_PATH} (or lfw-deepfunneled/... from the deep-funneled"
     f" archive) and MANUAL_DIR/{ATTRIBUTES_FILE}."
 )
-SKIP_ABSENT = "image listed but absent"
-SKIP_CORRUPT = "corrupt image"
+SKIP_ABSENT = faces.SKIP_ABSENT
+SKIP_CORRUPT = faces.SKIP_CORRUPT
 SKIP_DUPLICATE = "duplicate row"
 
 

@@ -66,8 +66,8 @@ SCALE_FACTOR = 1.1  # OpenCV's defaults.
 MIN_NEIGHBORS = 3
 MIN_FACE_FRACTION = 0.2  # Ignore faces narrower than this fraction of the shorter side.
 MARGIN = 0.2  # Added to each side of the detected box, as a fraction of its side.
-SKIP_NO_FACE = "no face found"
-SKIP_CORRUPT = "corrupt image"
+SKIP_NO_FACE = faces.SKIP_NO_FACE
+SKIP_CORRUPT = faces.SKIP_CORRUPT
 _EXAMPLE_PATH = f"{IMAGES_DIR}/i000qa-fn.jpg"
 _EXPECTED_LAYOUT = (
     f"Expected MUCT as published: MANUAL_DIR/{_EXAMPLE_PATH} (the five camera archives"
