@@ -1,15 +1,28 @@
 """Helpers for tests of the face builders: preparing from a manual_dir, reading back."""
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from dfm import data
 
 SPLITS = ("train", "validation", "test")
 
 
-def prepare_all(names: tuple[str, ...], manual_dir: Path, data_dir: Path) -> None:
-  """Prepares every dataset `name/config` in `names` from the files in `manual_dir`."""
+def write_and_prepare(
+    factory: pytest.TempPathFactory, write: Callable[[Path], Any], names: tuple[str, ...]
+) -> tuple[str, str, Any]:
+  """Writes a published layout with `write(manual_dir)`, prepares each of `names` from it.
+
+  Returns `(manual_dir, data_dir, what write returned)`.
+  """
+  manual_dir = factory.mktemp("manual")
+  truth = write(manual_dir)
+  data_dir = str(factory.mktemp("data"))
   for name in names:
-    data.prepare(name, str(data_dir), manual_dir=str(manual_dir))
+    data.prepare(name, data_dir, manual_dir=str(manual_dir))
+  return str(manual_dir), data_dir, truth
 
 
 def read_all(name: str, data_dir: str) -> dict[str, list[dict]]:

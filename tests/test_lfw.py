@@ -10,7 +10,7 @@ from PIL import Image
 from dfm import data
 from dfm.data import lfw
 from experiments import prepare as prepare_entrypoint
-from prepared import SPLITS, prepare_all, read_all, text
+from prepared import SPLITS, read_all, text, write_and_prepare
 
 # Kumar et al.'s 73 attribute names, in their header's order.
 ATTRIBUTE_NAMES = [
@@ -67,11 +67,8 @@ def write_lfw(root, *, folder: str = "lfw", with_attributes: bool = True) -> dic
 @pytest.fixture(scope="module")
 def fixture(tmp_path_factory):
   """(manual_dir, data_dir, truth) with `25px_male_random`, `25px_smiling_identity` prepared."""
-  manual_dir = tmp_path_factory.mktemp("manual")
-  truth = write_lfw(manual_dir)
-  data_dir = str(tmp_path_factory.mktemp("data"))
-  prepare_all(("lfw/25px_male_random", "lfw/25px_smiling_identity"), manual_dir, data_dir)
-  return str(manual_dir), data_dir, truth
+  return write_and_prepare(
+      tmp_path_factory, write_lfw, ("lfw/25px_male_random", "lfw/25px_smiling_identity"))
 
 
 def person_of(example: dict) -> str:

@@ -15,7 +15,7 @@ from skimage.data import lfw_subset
 from dfm import data
 from dfm.data import muct
 from experiments import prepare as prepare_entrypoint
-from prepared import SPLITS, prepare_all, read_all, text
+from prepared import SPLITS, read_all, text, write_and_prepare
 
 WIDTH, HEIGHT, FACE = 240, 320, 100  # Canvas (MUCT's aspect) and the pasted face's side.
 FACE_BOX = ((WIDTH - FACE) // 2, (HEIGHT - FACE) // 2, FACE, FACE)  # left, top, w, h.
@@ -60,11 +60,7 @@ def write_muct(root, *, with_landmarks: bool = True) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def fixture(tmp_path_factory):
   """(manual_dir, data_dir, truth) with `muct/25px` and `muct/64px` prepared."""
-  manual_dir = tmp_path_factory.mktemp("manual")
-  truth = write_muct(manual_dir)
-  data_dir = str(tmp_path_factory.mktemp("data"))
-  prepare_all(("muct/25px", "muct/64px"), manual_dir, data_dir)
-  return str(manual_dir), data_dir, truth
+  return write_and_prepare(tmp_path_factory, write_muct, ("muct/25px", "muct/64px"))
 
 
 def name_of(example: dict) -> str:
