@@ -44,6 +44,22 @@ def resize_face(image: np.ndarray, size: int) -> np.ndarray:
   return pixels[..., None]
 
 
+def crop_resize_rgb(
+    image: Image.Image, box: tuple[int, int, int, int], size: int
+) -> np.ndarray:
+  """Returns `box` (left, top, right, bottom) of `image` in RGB as uint8 `[size, size, 3]`.
+
+  Resized with Pillow bicubic (a no-op when the box is already `size` x `size`).
+
+  >>> crop_resize_rgb(Image.new("L", (50, 40)), (5, 0, 45, 40), 32).shape
+  (32, 32, 3)
+  """
+  face = image.convert("RGB").crop(box)
+  if face.size != (size, size):
+    face = face.resize((size, size), Image.BICUBIC)
+  return np.asarray(face, dtype=np.uint8)
+
+
 def crop_square_rgb(image: Image.Image, size: int) -> np.ndarray:
   """Returns the centred square of a photo, in RGB, resized to uint8 `[size, size, 3]`.
 
@@ -56,10 +72,7 @@ def crop_square_rgb(image: Image.Image, size: int) -> np.ndarray:
   width, height = image.size
   side = min(width, height)
   left, top = (width - side) // 2, (height - side) // 2
-  square = image.convert("RGB").crop((left, top, left + side, top + side))
-  if square.size != (size, size):
-    square = square.resize((size, size), Image.BICUBIC)
-  return np.asarray(square, dtype=np.uint8)
+  return crop_resize_rgb(image, (left, top, left + side, top + side), size)
 
 
 def stratified_folds(labels: np.ndarray, *, num_folds: int, seed: int) -> np.ndarray:

@@ -182,16 +182,15 @@ def find_image_root(manual_dir: str) -> str:
   return os.path.join(manual_dir, found[0])
 
 
-def center_crop(image: Image.Image, fraction: float = CROP_FRACTION) -> Image.Image:
-  """Returns the central `fraction` of each side of `image` (125x125 of LFW's 250x250).
+def center_box(width: int, height: int, fraction: float = CROP_FRACTION) -> tuple[int, int, int, int]:
+  """The (left, top, right, bottom) box of the central `fraction` of each side.
 
-  >>> center_crop(Image.new("RGB", (250, 250))).size
-  (125, 125)
+  >>> center_box(250, 250)  # The central 125x125 of LFW's 250x250.
+  (62, 62, 187, 187)
   """
-  width, height = image.size
   crop_w, crop_h = round(width * fraction), round(height * fraction)
   left, top = (width - crop_w) // 2, (height - crop_h) // 2
-  return image.crop((left, top, left + crop_w, top + crop_h))
+  return left, top, left + crop_w, top + crop_h
 
 
 def load_face(path: str, size: int) -> np.ndarray | None:
@@ -201,10 +200,9 @@ def load_face(path: str, size: int) -> np.ndarray | None:
   """
   try:
     with Image.open(path) as image:
-      face = center_crop(image.convert("RGB"))
+      return faces.crop_resize_rgb(image, center_box(*image.size), size)
   except OSError:  # PIL.UnidentifiedImageError and truncated files are OSErrors.
     return None
-  return np.asarray(face.resize((size, size), Image.BICUBIC), np.uint8)
 
 
 def identity_split(

@@ -214,8 +214,7 @@ def crop_face(path: str, box: Box, size: int) -> np.ndarray:
   """Returns `box` of the image at `path` in RGB, resized (bicubic) to uint8 `[size, size, 3]`."""
   left, top, width, height = box
   with Image.open(path) as image:
-    face = image.convert("RGB").crop((left, top, left + width, top + height))
-  return np.asarray(face.resize((size, size), Image.BICUBIC), np.uint8)
+    return faces.crop_resize_rgb(image, (left, top, left + width, top + height), size)
 
 
 def _configs() -> list[faces.FaceConfig]:
