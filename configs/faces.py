@@ -34,7 +34,7 @@ from configs import common
 NUM_LFW_SUBSET_TRAIN = 60  # Three of the five folds of 100 faces.
 
 
-def _dataset(arg: ml_collections.ConfigDict, family: str) -> tuple[str, tuple[int, int, int]]:
+def face_dataset(arg: ml_collections.ConfigDict, family: str) -> tuple[str, tuple[int, int, int]]:
   """The prepared dataset's name and image shape, from the parsed options."""
   if family == "lfw_subset":
     size = arg.size or 25
@@ -55,7 +55,7 @@ def get_config(arg: str = "lfw_subset_dft") -> ml_collections.ConfigDict:
   arg = common.parse_arg(arg, name="", runlocal=False, size=0, fold=0, attribute="male",
                          protocol="random")
   family = arg.name.removesuffix("_dft")
-  dataset, shape = _dataset(arg, family)
+  dataset, shape = face_dataset(arg, family)
   config = common.run_defaults(ml_collections.ConfigDict())
   config.model = common.model_config(
       "tiny" if arg.runlocal else "vgg6", num_classes=2, input_shape=shape)

@@ -1,4 +1,4 @@
-"""Training the classifier that DFT later freezes (the paper's pre-training step)."""
+"""Fitting the classifier's weights: pre-training, and model fine-tuning (MFT)."""
 from collections.abc import Callable
 from typing import Any
 
@@ -8,8 +8,13 @@ import optax
 
 from dfm import losses
 from dfm.dft import ApplyFn, Batch, Metrics
+from dfm.transform import perturb
 
 TrainState = dict[str, Any]
+TrainStep = Callable[..., tuple[TrainState, Metrics]]
+# Which weights MFT updates: every layer, or the dense NNET head on top of the convs.
+MFT_LAYERS = ("all", "head")
+HEAD_PREFIX = "Dense"
 
 
 def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
@@ -17,10 +22,34 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> Tr
   return {"params": params, "opt": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
 
 
+def restrict_to_layers(
+    optimizer: optax.GradientTransformation, params: Any, layers: str
+) -> optax.GradientTransformation:
+  """``optimizer`` on the chosen ``layers`` (:data:`MFT_LAYERS`); the others never move.
+
+  ``head`` updates the top-level modules named ``Dense_*`` (the NNET) and zeroes
+  the updates of the convolutions.
+
+  Example::
+
+    optimizer = restrict_to_layers(optax.adam(5e-3), params, "head")
+  """
+  if layers not in MFT_LAYERS:
+    raise ValueError(f"Unknown layers {layers!r} to fine-tune; choose one of {MFT_LAYERS}.")
+  if layers == "all":
+    return optimizer
+  labels = {name: "train" if name.startswith(HEAD_PREFIX) else "frozen" for name in params}
+  return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
+
+
 def make_train_step(
-    apply_fn: ApplyFn, optimizer: optax.GradientTransformation
-) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    apply_fn: ApplyFn, optimizer: optax.GradientTransformation, *, kind: str = "tanh"
+) -> TrainStep:
   """Returns the pure step minimising softmax cross-entropy over the weights.
+
+  ``step(state, batch, noise=None)`` fits the images as they are, or, given a
+  noise, their perturbed versions ``Z = perturb(X, noise, kind=kind)`` (the MFT
+  half of DFT+MFT). The noise is an input here, never updated.
 
   Example::
 
@@ -28,15 +57,16 @@ def make_train_step(
     state, metrics = step(init_train_state(params, optax.adam(1e-3)), batch)
   """
 
-  def loss_fn(params: Any, batch: Batch) -> tuple[jax.Array, Metrics]:
-    logits = apply_fn(params, batch["image"])
+  def loss_fn(params: Any, batch: Batch, noise: Any) -> tuple[jax.Array, Metrics]:
+    images = batch["image"] if noise is None else perturb(batch["image"], noise, kind=kind)
+    logits = apply_fn(params, images)
     mask = batch.get("mask")
     loss = losses.softmax_xent(logits=logits, labels=batch["label"], weights=mask)
     accuracy = losses.accuracy(logits=logits, labels=batch["label"], weights=mask)
     return loss, {"loss": loss, "accuracy": accuracy}
 
-  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"], batch)
+  def train_step(state: TrainState, batch: Batch, noise: Any = None) -> tuple[TrainState, Metrics]:
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"], batch, noise)
     updates, opt = optimizer.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics["grad_norm"] = optax.tree.norm(grads)

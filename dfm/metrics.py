@@ -39,3 +39,34 @@ def psnr_db(squared_error_sum: float, num_values: int, peak: float = 1.0) -> flo
   """
   mse = squared_error_sum / max(num_values, 1)
   return math.inf if mse == 0 else 10.0 * math.log10(peak**2 / mse)
+
+
+def roc_curve(is_positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """False- and true-positive rates at every distinct threshold, from (0, 0) to (1, 1).
+
+  An example counts as positive when its score is at least the threshold; tied
+  scores move together.
+
+  Example::
+
+    roc_curve(np.array([0, 1]), np.array([0.2, 0.9]))  # fpr [0, 0, 1], tpr [0, 1, 1]
+  """
+  order = np.argsort(-scores, kind="stable")
+  positive, ranked = np.asarray(is_positive, bool)[order], np.asarray(scores)[order]
+  last_of_tie = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]
+  true_positives = np.cumsum(positive)[last_of_tie]
+  false_positives = last_of_tie + 1 - true_positives
+  fpr = np.r_[0.0, false_positives / max(false_positives[-1], 1)]
+  tpr = np.r_[0.0, true_positives / max(true_positives[-1], 1)]
+  return fpr, tpr
+
+
+def area_under_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:
+  """Area under a ROC curve (trapezoids); 0.5 is chance, 1 a perfect ranking."""
+  return float(np.trapezoid(tpr, fpr))
+
+
+def rates(confusion: np.ndarray) -> dict[str, float]:
+  """TPR and TNR of a binary confusion matrix, class 1 positive (the paper's Table 4)."""
+  recall = per_class_accuracy(confusion)
+  return {"tpr": recall[1], "tnr": recall[0]}

@@ -5,7 +5,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from dfm import checkpoint, data, losses, models, optim, parallel, transform
+from dfm import checkpoint, classifier, data, losses, models, optim, parallel, transform
 from dfm.evaluate import EvalStep, evaluate
 
 SPLITS = ("train", "validation", "test")
@@ -17,7 +17,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
-  """Checks ``config.<section>`` (``train`` or ``dft``) before anything is written.
+  """Checks ``config.<section>`` (``train``, ``mft`` or ``dft``) before anything is written.
 
   Sizes and counts must be positive, choices known, and the checkpoint and log
   cadences (in steps) whole batches: a DFT batch serves ``updates_per_batch``
@@ -39,6 +39,8 @@ def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
       raise ValueError(
           f"config.{field}={config[field]} must be a positive multiple of "
           f"config.{section}.updates_per_batch={steps_per_batch} (whole batches).")
+  if section == "mft":
+    _check_choice("mft.layers", schedule.layers, classifier.MFT_LAYERS)
   if section == "dft":
     _check_choice("dft.transform", schedule.transform, transform.TRANSFORM_KINDS)
     _check_choice("dft.class_term", schedule.class_term, losses.CLASS_TERMS)

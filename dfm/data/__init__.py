@@ -18,6 +18,7 @@ from dfm.data.faces import stratified_folds
 from dfm.data.lfw import Lfw
 from dfm.data.lfw_subset import LfwSubset
 from dfm.data.muct import Muct
+from dfm.data.pipeline import class_names_of
 from dfm.data.pipeline import iterate_eval_batches
 from dfm.data.pipeline import make_train_loader
 from dfm.data.pipeline import measure_throughput

@@ -73,6 +73,13 @@ def num_classes_of(source: Sequence[dict]) -> int:
   return source.dataset_info.features["label"].num_classes
 
 
+def class_names_of(source: Sequence[dict]) -> list[str]:
+  """The names a TFDS data source gives its "label" classes, e.g. ``["no", "yes"]``."""
+  if not hasattr(source, "dataset_info"):
+    raise ValueError("The source has no TFDS metadata: it declares no class names.")
+  return list(source.dataset_info.features["label"].names)
+
+
 def num_batches(num_examples: int, batch_size: int) -> int:
   """Returns the batches per epoch, the last one padded: ceil(num_examples / batch_size).
 

@@ -1,0 +1,142 @@
+r"""Before / DFT / MFT / DFT+MFT on the same splits over seeds: the paper's comparison.
+
+  python -m experiments.compare --config=configs/paper/inter.py:mnist5k-uci_digits \
+      --workdir=runs/paper/mnist5k-uci_digits --seeds=3
+
+For each seed ``s`` (``config.seed``, ``config.seed + 1``, ...) it trains the classifier
+on the source (``classifier/seed<s>``), then runs each method on the target
+(``dft/seed<s>``, ``mft/seed<s>``, ``dft_mft/seed<s>``), each a full run with its
+own report.md. Hyperparameters are the config's (choose them on validation with
+experiments.sweep and experiments.collect); test accuracy is only reported.
+Writes compare.md, compare.csv and compare.json; finished runs are skipped and
+interrupted ones resume, so the same command continues where it stopped.
+"""
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+from absl import flags
+
+from dfm.tables import format_mean_std, markdown_table, write_csv
+from dfm.workdir import claim_workdir, write_json
+from experiments import dft, dft_mft, mft, train_classifier
+from experiments.cli import launch
+
+METHODS = {"dft": dft.run, "mft": mft.run, "dft_mft": dft_mft.run}
+TITLES = {"before": "before (frozen classifier)", "dft": "DFT", "mft": "MFT", "dft_mft": "DFT+MFT"}
+
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Number of seeds, from config.seed up.")
+_METHODS = flags.DEFINE_list("methods", list(METHODS), f"Methods to run, of {list(METHODS)}.")
+
+
+def seeded(config: ml_collections.ConfigDict, seed: int, classifier_dir: Path) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``seed`` and the classifier trained for it."""
+  copy = ml_collections.ConfigDict(config.to_dict())
+  copy.seed = seed
+  copy.classifier_dir = str(classifier_dir)
+  copy.lock()
+  return copy
+
+
+def run_once(run_fn, config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+  """``run_fn(config, workdir)`` unless it has finished (``metrics.json``) already."""
+  finished = workdir / "metrics.json"
+  if finished.is_file():
+    print(f"Finished already: {workdir}", flush=True)
+    return json.loads(finished.read_text())
+  return run_fn(config, str(workdir))
+
+
+def _check_methods(methods: list[str]) -> None:
+  unknown = sorted(set(methods) - set(METHODS))
+  if unknown or not methods:
+    raise ValueError(f"Unknown --methods {unknown}; choose from {list(METHODS)}.")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
+        methods: list[str] | tuple[str, ...] = tuple(METHODS)) -> dict[str, Any]:
+  """Runs every method for every seed; writes and returns the comparison."""
+  _check_methods(list(methods))
+  if seeds < 1:
+    raise ValueError(f"--seeds must be at least 1, got {seeds}.")
+  root = claim_workdir(workdir, config)
+  results: dict[str, list[dict]] = {method: [] for method in methods}
+  for seed in range(config.seed, config.seed + seeds):
+    classifier_dir = root / "classifier" / f"seed{seed}"
+    config_s = seeded(config, seed, classifier_dir)
+    run_once(train_classifier.run, config_s, classifier_dir)
+    for method in methods:
+      results[method].append(run_once(METHODS[method], config_s, root / method / f"seed{seed}"))
+  comparison = summarize(results)
+  _write(root, comparison)
+  return comparison
+
+
+def summarize(results: dict[str, list[dict]]) -> dict[str, Any]:
+  """Rows of mean +- std over seeds, and the paper's claims checked seed by seed."""
+  first = next(iter(results.values()))
+  rows = {"before": [r["before"]["accuracy"] for r in first]}
+  rows.update({m: [r["after"]["accuracy"] for r in runs] for m, runs in results.items()})
+  comparison = {
+      "dataset": first[0]["dataset"], "seeds": len(first),
+      "test_accuracy": rows,
+      "val_accuracy": {"before": [r["val"]["before"]["accuracy"] for r in first],
+                       **{m: [r["val"]["after"]["accuracy"] for r in runs] for m, runs in results.items()}},
+      "psnr_db": {m: [r["after"]["psnr_db"] for r in runs] for m, runs in results.items()
+                  if "psnr_db" in runs[0]["after"]},
+      "ssim": {m: [r["after"]["ssim"] for r in runs] for m, runs in results.items()
+               if "ssim" in runs[0]["after"]},
+  }
+  comparison["claims"] = _claims(rows)
+  return comparison
+
+
+def _wins(a: list[float], b: list[float]) -> int:
+  return sum(x > y for x, y in zip(a, b))
+
+
+def _claims(rows: dict[str, list[float]]) -> list[str]:
+  """The paper's claims, stated as they came out here."""
+  claims, n = [], len(rows["before"])
+  mean = {m: sum(v) / len(v) for m, v in rows.items()}
+  if {"dft", "mft"} <= set(rows):
+    held = mean["dft"] > mean["mft"]
+    claims.append(f"DFT beats MFT: {'held' if held else 'did not hold'} (mean test "
+                  f"{100 * mean['dft']:.1f}% vs {100 * mean['mft']:.1f}%; DFT ahead in "
+                  f"{_wins(rows['dft'], rows['mft'])} of {n} seeds).")
+  if {"dft", "mft", "dft_mft"} <= set(rows):
+    best_single = max(mean["dft"], mean["mft"])
+    held = mean["dft_mft"] > best_single
+    ahead = sum(c > max(d, m) for c, d, m in zip(rows["dft_mft"], rows["dft"], rows["mft"]))
+    claims.append(f"DFT+MFT beats both: {'held' if held else 'did not hold'} (mean test "
+                  f"{100 * mean['dft_mft']:.1f}% vs best single {100 * best_single:.1f}%; "
+                  f"ahead of both in {ahead} of {n} seeds).")
+  return claims
+
+
+def markdown(comparison: dict[str, Any]) -> str:
+  """The comparison as a markdown table with the claims below it."""
+  header = ["method", "test accuracy (%)", "val accuracy (%)", "PSNR (dB)", "SSIM"]
+  rows = [[TITLES[m], format_mean_std(v, scale=100),
+           format_mean_std(comparison["val_accuracy"][m], scale=100),
+           format_mean_std(comparison["psnr_db"].get(m, [])),
+           format_mean_std(comparison["ssim"].get(m, []), digits=3)]
+          for m, v in comparison["test_accuracy"].items()]
+  return (f"{comparison['dataset']}, mean +- std over {comparison['seeds']} seeds\n\n"
+          + markdown_table(header, rows) + "\n\n" + "\n".join(f"- {c}" for c in comparison["claims"]))
+
+
+def _write(root: Path, comparison: dict[str, Any]) -> None:
+  text = markdown(comparison)
+  (root / "compare.md").write_text(text + "\n")
+  write_json(root / "compare.json", comparison)
+  write_csv(root / "compare.csv", ["method", "seed_index", "test_accuracy", "val_accuracy", "psnr_db"],
+            [[m, i, acc, comparison["val_accuracy"][m][i],
+              comparison["psnr_db"].get(m, [None] * (i + 1))[i]]
+             for m, values in comparison["test_accuracy"].items() for i, acc in enumerate(values)])
+  print(text, flush=True)
+
+
+if __name__ == "__main__":
+  launch(lambda config, workdir: run(config, workdir, seeds=_SEEDS.value, methods=_METHODS.value))
