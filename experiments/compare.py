@@ -26,10 +26,6 @@ from experiments.cli import launch
 METHODS = {"dft": dft.run, "mft": mft.run, "dft_mft": dft_mft.run}
 TITLES = {"before": "before (frozen classifier)", "dft": "DFT", "mft": "MFT", "dft_mft": "DFT+MFT"}
 
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Number of seeds, from config.seed up.")
-_METHODS = flags.DEFINE_list("methods", list(METHODS), f"Methods to run, of {list(METHODS)}.")
-
-
 def seeded(config: ml_collections.ConfigDict, seed: int, classifier_dir: Path) -> ml_collections.ConfigDict:
   """A copy of ``config`` with ``seed`` and the classifier trained for it."""
   copy = ml_collections.ConfigDict(config.to_dict())
@@ -139,4 +135,6 @@ def _write(root: Path, comparison: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-  launch(lambda config, workdir: run(config, workdir, seeds=_SEEDS.value, methods=_METHODS.value))
+  SEEDS = flags.DEFINE_integer("seeds", 3, "Number of seeds, from config.seed up.")
+  METHOD_NAMES = flags.DEFINE_list("methods", list(METHODS), f"Methods to run, of {list(METHODS)}.")
+  launch(lambda config, workdir: run(config, workdir, seeds=SEEDS.value, methods=METHOD_NAMES.value))

@@ -1,0 +1,185 @@
+r"""Hyperparameter sweeps: a grid of config overrides, one workdir per point and seed.
+
+  python -m experiments.sweep --config=configs/paper/inter.py:mnist5k-uci_digits \
+      --workdir=runs/sweep --experiment=dft --config.classifier_dir=runs/mnist5k \
+      --grid='dft.lam=0.01,0.1,1' --grid='dft.lr=1e-3,1e-2' --seeds=3
+
+Each point is the product of one value per ``--grid``; its runs go to
+``DIR/<key=value,...>/seed<s>`` (``--experiment=compare`` handles its seeds itself
+and gets ``DIR/<key=value,...>``). Run here, finished points are skipped and
+interrupted ones resume. With ``--print_commands`` nothing runs: one command line
+per point and seed is printed, to hand to a cluster scheduler. Then
+``python -m experiments.collect DIR`` selects on validation and reports test.
+"""
+import ast
+import itertools
+import shlex
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import compare, dft, dft_mft, mft, train_classifier
+from experiments.cli import exit_on_bad_input, quiet_library_logs
+
+EXPERIMENTS = {"train_classifier": train_classifier.run, "dft": dft.run, "mft": mft.run,
+               "dft_mft": dft_mft.run, "compare": compare.run}
+
+def parse_grid(specs: list[str]) -> list[tuple[str, list[str]]]:
+  """``["dft.lam=0.01,0.1"]`` -> ``[("dft.lam", ["0.01", "0.1"])]``."""
+  grid = []
+  for spec in specs:
+    key, sep, values = spec.partition("=")
+    if not sep or not key or not values:
+      raise ValueError(f"--grid={spec!r} is not KEY=V1,V2,... (e.g. --grid='dft.lam=0.01,0.1').")
+    grid.append((key.strip(), [v.strip() for v in values.split(",") if v.strip()]))
+  return grid
+
+
+def convert(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
+  """``text`` as the type of the config field ``key`` (which must exist)."""
+  parent, _, leaf = key.rpartition(".")
+  node = config
+  for part in filter(None, parent.split(".")):
+    if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+      raise ValueError(f"--grid key {key!r}: the config has no section {part!r}.")
+    node = node[part]
+  if leaf not in node:
+    raise ValueError(f"--grid key {key!r} is not in the config; fields there: {sorted(node.keys())}.")
+  current = node[leaf]
+  if isinstance(current, bool):
+    if text.lower() not in ("true", "false"):
+      raise ValueError(f"--grid {key}={text!r}: expected true or false.")
+    return text.lower() == "true"
+  if isinstance(current, (int, float, str)):
+    try:
+      return type(current)(text)
+    except ValueError as error:
+      raise ValueError(f"--grid {key}={text!r}: expected a {type(current).__name__}.") from error
+  return ast.literal_eval(text)
+
+
+def points(grid: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
+  """Every combination of one value per key, in the grid's order."""
+  keys = [key for key, _ in grid]
+  return [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
+
+
+def point_name(point: dict[str, str]) -> str:
+  """The point's folder name, e.g. ``dft.lam=0.01,dft.lr=0.001`` (``base``: no grid)."""
+  return ",".join(f"{k}={v}" for k, v in point.items()) or "base"
+
+
+def configured(base: ml_collections.ConfigDict, point: dict[str, str], seed: int) -> ml_collections.ConfigDict:
+  """A locked copy of ``base`` with the point's values and ``seed``."""
+  config = ml_collections.ConfigDict(base.to_dict())
+  for key, text in point.items():
+    _assign(config, key, convert(base, key, text))
+  config.seed = seed
+  config.lock()
+  return config
+
+
+def _assign(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+  *parents, leaf = key.split(".")
+  node = config
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+
+
+def runs_of(base, grid, seeds: int, experiment: str, root: Path) -> list[tuple[dict, int, Path]]:
+  """``(point, seed, workdir)`` of every run the sweep holds."""
+  seed_list = [base.seed] if experiment == "compare" else range(base.seed, base.seed + seeds)
+  listed = []
+  for point in points(grid):
+    for seed in seed_list:
+      workdir = root / point_name(point)
+      listed.append((point, seed, workdir if experiment == "compare" else workdir / f"seed{seed}"))
+  return listed
+
+
+def command(experiment: str, point: dict[str, str], seed: int, workdir: Path, *, seeds: int,
+            config_arg: str, overrides: dict[str, Any]) -> str:
+  """The shell command of one run: base config and overrides, the point's, the seed."""
+  parts = ["python", "-m", f"experiments.{experiment}", f"--config={config_arg}"]
+  parts += [f"--config.{k}={v}" for k, v in overrides.items() if k not in point]
+  parts += [f"--config.{k}={v}" for k, v in point.items()]
+  parts += [f"--config.seed={seed}", f"--workdir={workdir}"]
+  if experiment == "compare":
+    parts.append(f"--seeds={seeds}")
+  return shlex.join(parts)
+
+
+def flatten_overrides(overrides: dict, prefix: str = "") -> dict[str, Any]:
+  """``{"dft": {"lam": 0.1}}`` -> ``{"dft.lam": 0.1}``, without the top-level seed."""
+  flat = {}
+  for key, value in overrides.items():
+    if isinstance(value, dict):
+      flat.update(flatten_overrides(value, f"{prefix}{key}."))
+    elif key != "seed" or prefix:
+      flat[f"{prefix}{key}"] = value
+  return flat
+
+
+def sweep(base: ml_collections.ConfigDict, root: str, grid_specs: list[str], *, seeds: int,
+          experiment: str, print_commands: bool = False, config_arg: str = "",
+          overrides: dict[str, Any] | None = None) -> list[Path]:
+  """Runs (or prints) every point and seed; returns the runs' workdirs.
+
+  ``config_arg`` (``file.py:arg``) and the flat ``overrides`` of the base config
+  go into printed commands.
+  """
+  if seeds < 1:
+    raise ValueError(f"--seeds must be at least 1, got {seeds}.")
+  grid = parse_grid(grid_specs)
+  for key, values in grid:
+    for text in values:
+      convert(base, key, text)  # Every value is checked before anything runs.
+  listed = runs_of(base, grid, seeds, experiment, Path(root).absolute())
+  for index, (point, seed, workdir) in enumerate(listed, 1):
+    if print_commands:
+      print(command(experiment, point, seed, workdir, seeds=seeds, config_arg=config_arg,
+                    overrides=overrides or {}))
+    elif (workdir / ("compare.md" if experiment == "compare" else "metrics.json")).is_file():
+      print(f"[{index}/{len(listed)}] finished already: {workdir}", flush=True)
+    else:
+      print(f"[{index}/{len(listed)}] {point_name(point)} seed {seed}: {workdir}", flush=True)
+      run_fn = EXPERIMENTS[experiment]
+      config = configured(base, point, seed)
+      if experiment == "compare":
+        run_fn(config, str(workdir), seeds=seeds)
+      else:
+        run_fn(config, str(workdir))
+  return [workdir for _, _, workdir in listed]
+
+
+def main() -> None:
+  """Defines the flags and runs the sweep they describe."""
+  config = config_flags.DEFINE_config_file("config", None, "Base config of every point.",
+                                           lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Directory of the sweep: one subfolder per point.")
+  grid = flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,...: values of one config field.")
+  seeds = flags.DEFINE_integer("seeds", 1, "Seeds per point, from config.seed up.")
+  experiment = flags.DEFINE_enum("experiment", "dft", list(EXPERIMENTS), "What each point runs.")
+  print_commands = flags.DEFINE_bool("print_commands", False,
+                                     "Print one command per run instead of running.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+  def work(argv: list[str]) -> None:
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    quiet_library_logs()
+    exit_on_bad_input(lambda: sweep(
+        config.value, workdir.value, grid.value, seeds=seeds.value, experiment=experiment.value,
+        print_commands=print_commands.value,
+        config_arg=config_flags.get_config_filename(flags.FLAGS["config"]),
+        overrides=flatten_overrides(config_flags.get_override_values(flags.FLAGS["config"]))))
+
+  app.run(work)
+
+
+if __name__ == "__main__":
+  main()
