@@ -50,12 +50,14 @@ def _batches_and_total(config, schedule, source) -> tuple[Any, int]:
 
 def fit_noise(config: ml_collections.ConfigDict, schedule: ml_collections.ConfigDict,
               apply_fn: ApplyFn, params: Any, sources: dict[str, Any], run_dir: Path,
-              *, noise: Any = None) -> jax.Array:
+              *, noise: Any = None) -> np.ndarray:
   """DFT: learns the noise on ``sources["train"]`` with ``params`` frozen.
 
   ``schedule`` is a ``config.dft``-like section; ``noise`` (default zero) is where
-  the noise starts, e.g. the previous round's in DFT+MFT. Returns the final noise.
+  the noise starts, e.g. the previous round's in DFT+MFT. Returns the final noise
+  on the host (the step may have placed it on several devices).
   """
+  params = jax.device_get(params)  # Host arrays go to whichever devices the step uses.
   batches, total_batches = _batches_and_total(config, schedule, sources["train"])
   optimizer = make_optimizer(schedule.optimizer, schedule.lr, schedule=schedule.lr_schedule,
                              total_steps=total_batches * schedule.updates_per_batch)
@@ -79,7 +81,7 @@ def fit_noise(config: ml_collections.ConfigDict, schedule: ml_collections.Config
       log_file=run_dir / "metrics.jsonl",
       on_batches_done=_validation_log(config, apply_fn, schedule.transform, sources["validation"],
                                       lambda state: (params, state["noise"])))
-  return state["noise"]
+  return jax.device_get(state["noise"])
 
 
 def fit_weights(config: ml_collections.ConfigDict, schedule: ml_collections.ConfigDict,

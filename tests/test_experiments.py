@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import digits
+from dfm import loop
 from experiments import dft, train_classifier
 
 
@@ -52,9 +53,11 @@ class _Interrupted(Exception):
   pass
 
 
-def _interrupt_after(batches: int, make_update):
-  def make(*args):
-    update, calls = make_update(*args), [0]
+def _interrupt_after(batches: int, run_loop):
+  """``run_loop`` whose update raises before its ``batches + 1``-th batch."""
+
+  def interrupted(state, data, update, **kwargs):
+    calls = [0]
 
     def interrupting(state, batch):
       if calls[0] == batches:
@@ -62,9 +65,9 @@ def _interrupt_after(batches: int, make_update):
       calls[0] += 1
       return update(state, batch)
 
-    return interrupting
+    return run_loop(state, data, interrupting, **kwargs)
 
-  return make
+  return interrupted
 
 
 def test_interrupted_run_resumes_to_the_same_noise(data_dir, classifier_dir, tmp_path, monkeypatch):
@@ -73,7 +76,7 @@ def test_interrupted_run_resumes_to_the_same_noise(data_dir, classifier_dir, tmp
     config.checkpoint_every = 2 * config.dft.updates_per_batch  # Batch 3 is replayed.
   dft.run(config, str(tmp_path / "straight"))
   with monkeypatch.context() as patch:
-    patch.setattr(dft, "_make_update", _interrupt_after(3, dft._make_update))
+    patch.setattr(loop, "run_loop", _interrupt_after(3, loop.run_loop))
     with pytest.raises(_Interrupted):
       dft.run(config, str(tmp_path / "resumed"))
   assert not (tmp_path / "resumed" / "noise.npy").exists()
