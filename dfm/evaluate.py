@@ -45,6 +45,7 @@ class Scores:
 
   @property
   def predictions(self) -> np.ndarray:
+    """The most probable class of each example."""
     return self.probabilities.argmax(axis=-1)
 
 

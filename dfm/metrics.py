@@ -62,11 +62,18 @@ def roc_curve(is_positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, 
 
 
 def area_under_curve(fpr: np.ndarray, tpr: np.ndarray) -> float:
-  """Area under a ROC curve (trapezoids); 0.5 is chance, 1 a perfect ranking."""
+  """Area under a ROC curve (trapezoids); 0.5 is chance, 1 a perfect ranking.
+
+  NaN when the curve is undefined: no positive or no negative example (its last
+  point is then not (1, 1)).
+  """
+  if fpr[-1] != 1 or tpr[-1] != 1:
+    return math.nan
   return float(np.trapezoid(tpr, fpr))
 
 
-def rates(confusion: np.ndarray) -> dict[str, float]:
-  """TPR and TNR of a binary confusion matrix, class 1 positive (the paper's Table 4)."""
+def rates(confusion: np.ndarray) -> dict[str, float | None]:
+  """TPR and TNR of a binary confusion matrix, class 1 positive (the paper's Table 4);
+  None for a class without examples."""
   recall = per_class_accuracy(confusion)
   return {"tpr": recall[1], "tnr": recall[0]}

@@ -33,7 +33,8 @@ class Samples:
 
 
 def mean_ssim(images: np.ndarray, perturbed: np.ndarray) -> float:
-  """Mean SSIM (Wang et al. 2004, 7x7 windows, data range 1) over image pairs.
+  """Mean SSIM (Wang et al. 2004) over image pairs, as scikit-image computes it by
+  default: 7x7 uniform windows, data range 1, channels averaged.
 
   Example::
 
@@ -118,9 +119,8 @@ def _confusion_table(scores: Scores, class_names: list[str]) -> str:
   lines += [f"| {name} | " + " | ".join(f"{v:.1f}" for v in row) + " |"
             for name, row in zip(class_names, percent)]
   if len(class_names) == 2:
-    rates = metrics.rates(confusion)
-    lines.append(f"\nTPR ({class_names[1]}) {100 * rates['tpr']:.2f}%, "
-                 f"TNR ({class_names[0]}) {100 * rates['tnr']:.2f}%")
+    rates = {k: "n/a" if v is None else f"{100 * v:.2f}%" for k, v in metrics.rates(confusion).items()}
+    lines.append(f"\nTPR ({class_names[1]}) {rates['tpr']}, TNR ({class_names[0]}) {rates['tnr']}")
   return "\n".join(lines)
 
 

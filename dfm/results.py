@@ -32,33 +32,26 @@ def _scores(eval_step, params, noise, source, config) -> Scores:
                data.iterate_eval_batches(source, batch_size=config.eval_batch_size))
 
 
-def _test_images(source, config, limit: int) -> tuple[np.ndarray, np.ndarray]:
-  """The first ``limit`` test images and labels, in the order they are scored."""
-  images, labels = [], []
+def _test_images(source, config, limit: int) -> np.ndarray:
+  """The first ``limit`` test images, in the order they are scored."""
+  images = []
   for batch in data.iterate_eval_batches(source, batch_size=config.eval_batch_size):
-    keep = np.asarray(batch["mask"]) > 0
-    images.append(np.asarray(batch["image"])[keep])
-    labels.append(np.asarray(batch["label"])[keep])
+    images.append(np.asarray(batch["image"])[np.asarray(batch["mask"]) > 0])
     if sum(map(len, images)) >= limit:
       break
-  return np.concatenate(images)[:limit], np.concatenate(labels)[:limit]
+  return np.concatenate(images)[:limit]
 
 
-def _samples(before: Scores, after: Scores, source, config, noise, kind: str) -> report.Samples:
-  fixed = np.flatnonzero((before.predictions != before.labels) & (after.predictions == after.labels))
-  fixed = fixed[:report.MAX_SAMPLES]
-  images, _ = _test_images(source, config, int(fixed.max()) + 1 if fixed.size else 1)
-  images = images[fixed]
-  perturbed = images if noise is None else np.asarray(perturb(images, noise, kind=kind))
-  return report.Samples(images, perturbed, before.labels[fixed], before.predictions[fixed],
-                        after.predictions[fixed])
+def _fixed(before: Scores, after: Scores) -> np.ndarray:
+  """Indices of up to ``report.MAX_SAMPLES`` test images wrong before and right after."""
+  fixed = (before.predictions != before.labels) & (after.predictions == after.labels)
+  return np.flatnonzero(fixed)[:report.MAX_SAMPLES]
 
 
-def _appearance(test: dict[str, Any], source, config, noise, kind: str) -> dict[str, Any]:
-  images, _ = _test_images(source, config, SSIM_IMAGES)
-  perturbed = np.asarray(jax.jit(perturb, static_argnames="kind")(images, noise, kind=kind))
-  return {"psnr_db": test["after"]["psnr_db"], "ssim": report.mean_ssim(images, perturbed),
-          "ssim_images": len(images)}
+def _samples(before: Scores, after: Scores, fixed: np.ndarray, images: np.ndarray,
+             perturbed: np.ndarray) -> report.Samples:
+  return report.Samples(images[fixed], perturbed[fixed], before.labels[fixed],
+                        before.predictions[fixed], after.predictions[fixed])
 
 
 def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: str, dataset: str,
@@ -83,18 +76,25 @@ def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: s
       results.update(summary)
     else:
       results["val"] = summary
+  test = scores["test"]
+  fixed = _fixed(test["before"], test["after"])
+  num_images = max(SSIM_IMAGES if noise is not None else 0, int(fixed.max(initial=-1)) + 1, 1)
+  images = _test_images(sources["test"], config, num_images)
+  perturbed = images if noise is None else np.asarray(
+      jax.jit(perturb, static_argnames="kind")(images, noise, kind=kind))
   appearance = None
   if noise is not None:
     np.save(workdir / "noise.npy", noise)
     save_noise_png(noise, workdir / "noise.png")
-    appearance = _appearance(results, sources["test"], config, noise, kind)
+    count = min(SSIM_IMAGES, len(images))
+    appearance = {"psnr_db": results["after"]["psnr_db"], "ssim_images": count,
+                  "ssim": report.mean_ssim(images[:count], perturbed[:count])}
     results["after"]["ssim"] = appearance["ssim"]
   write_json(workdir / "metrics.json", results)
-  test = scores["test"]
   report.write_report(
       workdir, title=f"{METHOD_TITLES[method]} on {dataset}",
       class_names=data.class_names_of(sources["test"]), before=test["before"], after=test["after"],
-      samples=_samples(test["before"], test["after"], sources["test"], config, noise, kind),
+      samples=_samples(test["before"], test["after"], fixed, images, perturbed),
       appearance=appearance, has_noise=noise is not None)
   _print_summary(results, workdir)
   return results

@@ -42,23 +42,25 @@ def _validation_log(config, apply_fn, kind: str, source, weights_and_noise):
   return validation
 
 
-def _batches_and_total(config, schedule, source) -> tuple[Any, int]:
-  batches = data.make_train_loader(source, batch_size=schedule.batch_size, seed=config.seed,
+def _batches_and_total(schedule, source, seed: int) -> tuple[Any, int]:
+  batches = data.make_train_loader(source, batch_size=schedule.batch_size, seed=seed,
                                    num_epochs=schedule.epochs)
   return batches, data.num_batches(len(source), schedule.batch_size) * schedule.epochs
 
 
 def fit_noise(config: ml_collections.ConfigDict, schedule: ml_collections.ConfigDict,
               apply_fn: ApplyFn, params: Any, sources: dict[str, Any], run_dir: Path,
-              *, noise: Any = None) -> np.ndarray:
+              *, noise: Any = None, data_seed: int | None = None) -> np.ndarray:
   """DFT: learns the noise on ``sources["train"]`` with ``params`` frozen.
 
   ``schedule`` is a ``config.dft``-like section; ``noise`` (default zero) is where
-  the noise starts, e.g. the previous round's in DFT+MFT. Returns the final noise
-  on the host (the step may have placed it on several devices).
+  the noise starts, e.g. the previous round's in DFT+MFT; ``data_seed`` (default
+  ``config.seed``) sets the shuffle order. Returns the final noise on the host (the
+  step may have placed it on several devices).
   """
   params = jax.device_get(params)  # Host arrays go to whichever devices the step uses.
-  batches, total_batches = _batches_and_total(config, schedule, sources["train"])
+  batches, total_batches = _batches_and_total(schedule, sources["train"],
+                                              config.seed if data_seed is None else data_seed)
   optimizer = make_optimizer(schedule.optimizer, schedule.lr, schedule=schedule.lr_schedule,
                              total_steps=total_batches * schedule.updates_per_batch)
   state = init_state(noise_shape(config), optimizer)
@@ -86,12 +88,13 @@ def fit_noise(config: ml_collections.ConfigDict, schedule: ml_collections.Config
 
 def fit_weights(config: ml_collections.ConfigDict, schedule: ml_collections.ConfigDict,
                 apply_fn: ApplyFn, params: Any, sources: dict[str, Any], run_dir: Path,
-                *, noise: Any = None, kind: str = "tanh") -> Any:
+                *, noise: Any = None, kind: str = "tanh", data_seed: int | None = None) -> Any:
   """Trains the weights from ``params`` on ``sources["train"]`` (pre-training or MFT).
 
   ``schedule`` is a ``config.train``/``config.mft``-like section; its optional
   ``layers`` (``all``/``head``) picks what moves. With a ``noise`` the weights fit
-  the perturbed images (DFT+MFT). ``params`` are copied, never consumed.
+  the perturbed images (DFT+MFT). ``data_seed`` (default ``config.seed``) sets the
+  shuffle order. ``params`` are copied, never consumed.
   Returns the final weights.
   """
   optimizer = restrict_to_layers(make_optimizer(schedule.optimizer, schedule.lr), params,
@@ -99,7 +102,8 @@ def fit_weights(config: ml_collections.ConfigDict, schedule: ml_collections.Conf
   state = init_train_state(jax.tree.map(jnp.copy, params), optimizer)
   step = jax.jit(make_train_step(apply_fn, optimizer, kind=kind), donate_argnums=0,
                  compiler_options=compiler_options())
-  batches, total_batches = _batches_and_total(config, schedule, sources["train"])
+  batches, total_batches = _batches_and_total(schedule, sources["train"],
+                                              config.seed if data_seed is None else data_seed)
   state = loop.run_loop(
       state, batches, lambda state, batch: step(state, batch, noise),
       mngr=checkpoint.manager(run_dir / "checkpoints"), total_batches=total_batches,

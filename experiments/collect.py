@@ -4,9 +4,10 @@ r"""Gathers finished runs into one table, selecting on validation and reporting 
 
 Every ``metrics.json`` of a DFT, MFT or DFT+MFT run below DIR is read; runs that
 differ only in their ``seed<s>`` folder form one row (mean +- std over seeds). For
-each method and dataset the row with the best mean validation accuracy is
-selected (among rows with a mean validation PSNR of at least ``--min_val_psnr``
-where images are perturbed); its test accuracy is the result to report. Writes
+each method, source (the classifier's dataset) and target the row with the best
+mean validation accuracy is selected, among the rows with the most seeds and, where
+images are perturbed, a mean validation PSNR of at least ``--min_val_psnr``; its
+test accuracy is the result to report. Writes
 DIR/collect.md and DIR/collect.csv.
 """
 import json
@@ -22,7 +23,7 @@ from dfm.tables import format_mean_std, markdown_table, mean_std, write_csv
 from experiments.cli import exit_on_bad_input, quiet_library_logs
 
 SEED_FOLDER = re.compile(r"seed\d+")
-HEADER = ["run", "method", "dataset", "seeds", "val accuracy (%)", "test accuracy (%)",
+HEADER = ["run", "method", "source", "target", "seeds", "val accuracy (%)", "test accuracy (%)",
           "val PSNR (dB)", "test PSNR (dB)", "selected"]
 
 
@@ -36,6 +37,8 @@ def find_runs(root: Path) -> dict[str, list[dict[str, Any]]]:
     results = json.loads(path.read_text())
     if "method" not in results:
       continue  # A classifier's run.
+    config = json.loads((path.parent / "config.json").read_text())
+    results["source"] = config.get("train", {}).get("dataset", "?")
     parts = [p for p in path.parent.relative_to(root).parts if not SEED_FOLDER.fullmatch(p)]
     groups["/".join(parts) or "."].append(results)
   if not groups:
@@ -48,14 +51,26 @@ def _psnr(runs: list[dict], split: str) -> list[float]:
   return [r["psnr_db"] for r in reports if "psnr_db" in r]
 
 
-def select(groups: dict[str, list[dict]], min_val_psnr: float) -> dict[tuple[str, str], str]:
-  """``(method, dataset) -> run`` with the best mean val accuracy, PSNR permitting."""
-  best: dict[tuple[str, str], tuple[float, str]] = {}
+def _task(runs: list[dict]) -> tuple[str, str, str]:
+  return runs[0]["method"], runs[0]["source"], runs[0]["dataset"]
+
+
+def select(groups: dict[str, list[dict]], min_val_psnr: float) -> dict[tuple[str, str, str], str]:
+  """``(method, source, target) -> run`` with the best mean val accuracy.
+
+  Only rows with as many seeds as the most complete row of their task compete (a
+  row with one lucky seed finished cannot win), and only those whose mean val PSNR
+  is at least ``min_val_psnr`` where images are perturbed.
+  """
+  most_seeds: dict[tuple[str, str, str], int] = defaultdict(int)
+  for runs in groups.values():
+    most_seeds[_task(runs)] = max(most_seeds[_task(runs)], len(runs))
+  best: dict[tuple[str, str, str], tuple[float, str]] = {}
   for name, runs in groups.items():
     psnr = _psnr(runs, "val")
-    if psnr and np.mean(psnr) < min_val_psnr:
+    key = _task(runs)
+    if (psnr and np.mean(psnr) < min_val_psnr) or len(runs) < most_seeds[key]:
       continue
-    key = (runs[0]["method"], runs[0]["dataset"])
     val = mean_std([r["val"]["after"]["accuracy"] for r in runs])[0]
     if key not in best or val > best[key][0]:
       best[key] = (val, name)
@@ -73,19 +88,20 @@ def collect(root: str, *, min_val_psnr: float = 0.0) -> str:
     test = [r["after"]["accuracy"] for r in runs]
     val_psnr, test_psnr = _psnr(runs, "val"), _psnr(runs, "test")
     mark = "yes" if name in selected else ""
-    rows.append([name, runs[0]["method"], runs[0]["dataset"], len(runs),
+    rows.append([name, *_task(runs), len(runs),
                  format_mean_std(val, scale=100), format_mean_std(test, scale=100),
                  format_mean_std(val_psnr), format_mean_std(test_psnr), mark])
-    csv_rows.append([name, runs[0]["method"], runs[0]["dataset"], len(runs),
+    csv_rows.append([name, *_task(runs), len(runs),
                      *mean_std(val), *mean_std(test),
                      np.mean(val_psnr) if val_psnr else "", np.mean(test_psnr) if test_psnr else "",
                      mark])
-  text = (f"Runs below {root_path}; selected: best mean val accuracy per method and dataset"
+  text = (f"Runs below {root_path}; selected: best mean val accuracy per method, source and "
+          "target, among the rows with the most seeds"
           f"{f' with val PSNR >= {min_val_psnr} dB' if min_val_psnr else ''}.\n\n"
           + markdown_table(HEADER, rows))
   (root_path / "collect.md").write_text(text + "\n")
   write_csv(root_path / "collect.csv",
-            ["run", "method", "dataset", "seeds", "val_accuracy_mean", "val_accuracy_std",
+            ["run", "method", "source", "target", "seeds", "val_accuracy_mean", "val_accuracy_std",
              "test_accuracy_mean", "test_accuracy_std", "val_psnr_db", "test_psnr_db", "selected"],
             csv_rows)
   return text

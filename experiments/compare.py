@@ -21,10 +21,13 @@ from absl import flags
 from dfm.tables import format_mean_std, markdown_table, write_csv
 from dfm.workdir import claim_workdir, write_json
 from experiments import dft, dft_mft, mft, train_classifier
-from experiments.cli import launch
+from dfm.results import METHOD_TITLES
+from experiments.cli import RunFn, launch
 
 METHODS = {"dft": dft.run, "mft": mft.run, "dft_mft": dft_mft.run}
-TITLES = {"before": "before (frozen classifier)", "dft": "DFT", "mft": "MFT", "dft_mft": "DFT+MFT"}
+TITLES = {"before": "before (frozen classifier)", **METHOD_TITLES}
+
+
 
 def seeded(config: ml_collections.ConfigDict, seed: int, classifier_dir: Path) -> ml_collections.ConfigDict:
   """A copy of ``config`` with ``seed`` and the classifier trained for it."""
@@ -35,10 +38,15 @@ def seeded(config: ml_collections.ConfigDict, seed: int, classifier_dir: Path) -
   return copy
 
 
-def run_once(run_fn, config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
-  """``run_fn(config, workdir)`` unless it has finished (``metrics.json``) already."""
+def run_once(run_fn: RunFn, config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+  """``run_fn(config, workdir)`` unless it has finished (``metrics.json``) already.
+
+  A finished run counts only if it ran this very config (checked as
+  :func:`dfm.workdir.claim_workdir` does: a different one is refused, never reused).
+  """
   finished = workdir / "metrics.json"
   if finished.is_file():
+    claim_workdir(str(workdir), config)
     print(f"Finished already: {workdir}", flush=True)
     return json.loads(finished.read_text())
   return run_fn(config, str(workdir))
@@ -47,7 +55,8 @@ def run_once(run_fn, config: ml_collections.ConfigDict, workdir: Path) -> dict[s
 def _check_methods(methods: list[str]) -> None:
   unknown = sorted(set(methods) - set(METHODS))
   if unknown or not methods:
-    raise ValueError(f"Unknown --methods {unknown}; choose from {list(METHODS)}.")
+    raise ValueError(f"--methods={','.join(methods)} must name at least one of {list(METHODS)}"
+                     f"{f'; unknown: {unknown}' if unknown else ''}.")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
@@ -64,18 +73,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
     run_once(train_classifier.run, config_s, classifier_dir)
     for method in methods:
       results[method].append(run_once(METHODS[method], config_s, root / method / f"seed{seed}"))
-  comparison = summarize(results)
+  comparison = summarize(results, list(range(config.seed, config.seed + seeds)))
   _write(root, comparison)
   return comparison
 
 
-def summarize(results: dict[str, list[dict]]) -> dict[str, Any]:
-  """Rows of mean +- std over seeds, and the paper's claims checked seed by seed."""
+def summarize(results: dict[str, list[dict]], seeds: list[int]) -> dict[str, Any]:
+  """Rows of mean +- std over ``seeds``, and the paper's claims checked seed by seed."""
   first = next(iter(results.values()))
   rows = {"before": [r["before"]["accuracy"] for r in first]}
   rows.update({m: [r["after"]["accuracy"] for r in runs] for m, runs in results.items()})
   comparison = {
-      "dataset": first[0]["dataset"], "seeds": len(first),
+      "dataset": first[0]["dataset"], "seeds": seeds,
       "test_accuracy": rows,
       "val_accuracy": {"before": [r["val"]["before"]["accuracy"] for r in first],
                        **{m: [r["val"]["after"]["accuracy"] for r in runs] for m, runs in results.items()}},
@@ -119,7 +128,7 @@ def markdown(comparison: dict[str, Any]) -> str:
            format_mean_std(comparison["psnr_db"].get(m, [])),
            format_mean_std(comparison["ssim"].get(m, []), digits=3)]
           for m, v in comparison["test_accuracy"].items()]
-  return (f"{comparison['dataset']}, mean +- std over {comparison['seeds']} seeds\n\n"
+  return (f"{comparison['dataset']}, mean +- std over seeds {comparison['seeds']}\n\n"
           + markdown_table(header, rows) + "\n\n" + "\n".join(f"- {c}" for c in comparison["claims"]))
 
 
@@ -127,10 +136,14 @@ def _write(root: Path, comparison: dict[str, Any]) -> None:
   text = markdown(comparison)
   (root / "compare.md").write_text(text + "\n")
   write_json(root / "compare.json", comparison)
-  write_csv(root / "compare.csv", ["method", "seed_index", "test_accuracy", "val_accuracy", "psnr_db"],
-            [[m, i, acc, comparison["val_accuracy"][m][i],
-              comparison["psnr_db"].get(m, [None] * (i + 1))[i]]
-             for m, values in comparison["test_accuracy"].items() for i, acc in enumerate(values)])
+  def per_seed(name: str, method: str, index: int) -> Any:
+    return comparison[name].get(method, [""] * (index + 1))[index]
+
+  write_csv(root / "compare.csv", ["method", "seed", "test_accuracy", "val_accuracy", "psnr_db", "ssim"],
+            [[m, seed, acc, per_seed("val_accuracy", m, i), per_seed("psnr_db", m, i),
+              per_seed("ssim", m, i)]
+             for m, values in comparison["test_accuracy"].items()
+             for i, (seed, acc) in enumerate(zip(comparison["seeds"], values))])
   print(text, flush=True)
 
 

@@ -58,7 +58,11 @@ def convert(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
       return type(current)(text)
     except ValueError as error:
       raise ValueError(f"--grid {key}={text!r}: expected a {type(current).__name__}.") from error
-  return ast.literal_eval(text)
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError) as error:
+    raise ValueError(f"--grid {key}={text!r}: expected a Python literal like the field's "
+                     f"current value {current!r}, e.g. '(14,14,1)'.") from error
 
 
 def points(grid: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
@@ -90,8 +94,10 @@ def _assign(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
   node[leaf] = value
 
 
-def runs_of(base, grid, seeds: int, experiment: str, root: Path) -> list[tuple[dict, int, Path]]:
-  """``(point, seed, workdir)`` of every run the sweep holds."""
+def runs_of(base: ml_collections.ConfigDict, grid: list[tuple[str, list[str]]], seeds: int,
+            experiment: str, root: Path) -> list[tuple[dict, int, Path]]:
+  """``(point, seed, workdir)`` of every run the sweep holds (``base``: the config,
+  ``grid``: ``parse_grid``'s keys and values)."""
   seed_list = [base.seed] if experiment == "compare" else range(base.seed, base.seed + seeds)
   listed = []
   for point in points(grid):
@@ -113,15 +119,9 @@ def command(experiment: str, point: dict[str, str], seed: int, workdir: Path, *,
   return shlex.join(parts)
 
 
-def flatten_overrides(overrides: dict, prefix: str = "") -> dict[str, Any]:
-  """``{"dft": {"lam": 0.1}}`` -> ``{"dft.lam": 0.1}``, without the top-level seed."""
-  flat = {}
-  for key, value in overrides.items():
-    if isinstance(value, dict):
-      flat.update(flatten_overrides(value, f"{prefix}{key}."))
-    elif key != "seed" or prefix:
-      flat[f"{prefix}{key}"] = value
-  return flat
+def base_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+  """The ``--config.KEY=VALUE`` overrides a printed command repeats (not the seed)."""
+  return {key: value for key, value in overrides.items() if key != "seed"}
 
 
 def sweep(base: ml_collections.ConfigDict, root: str, grid_specs: list[str], *, seeds: int,
@@ -143,16 +143,13 @@ def sweep(base: ml_collections.ConfigDict, root: str, grid_specs: list[str], *, 
     if print_commands:
       print(command(experiment, point, seed, workdir, seeds=seeds, config_arg=config_arg,
                     overrides=overrides or {}))
-    elif (workdir / ("compare.md" if experiment == "compare" else "metrics.json")).is_file():
-      print(f"[{index}/{len(listed)}] finished already: {workdir}", flush=True)
+      continue
+    config = configured(base, point, seed)
+    print(f"[{index}/{len(listed)}] {point_name(point)} seed {seed}: {workdir}", flush=True)
+    if experiment == "compare":
+      compare.run(config, str(workdir), seeds=seeds)
     else:
-      print(f"[{index}/{len(listed)}] {point_name(point)} seed {seed}: {workdir}", flush=True)
-      run_fn = EXPERIMENTS[experiment]
-      config = configured(base, point, seed)
-      if experiment == "compare":
-        run_fn(config, str(workdir), seeds=seeds)
-      else:
-        run_fn(config, str(workdir))
+      compare.run_once(EXPERIMENTS[experiment], config, workdir)
   return [workdir for _, _, workdir in listed]
 
 
@@ -176,7 +173,7 @@ def main() -> None:
         config.value, workdir.value, grid.value, seeds=seeds.value, experiment=experiment.value,
         print_commands=print_commands.value,
         config_arg=config_flags.get_config_filename(flags.FLAGS["config"]),
-        overrides=flatten_overrides(config_flags.get_override_values(flags.FLAGS["config"]))))
+        overrides=base_overrides(config_flags.get_override_values(flags.FLAGS["config"]))))
 
   app.run(work)
 

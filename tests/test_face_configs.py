@@ -59,3 +59,5 @@ def test_train_classifier_then_dft_end_to_end(tmp_path, family, options, write):
   assert saved["dataset"] == dataset
   assert len(saved["after"]["per_class_accuracy"]) == 2
   assert saved["after"]["psnr_db"] > 0
+  report = (tmp_path / "dft" / "report.md").read_text()
+  assert "TPR" in report and "TNR" in report  # Binary attributes: the paper's Table 4.

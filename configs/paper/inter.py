@@ -8,7 +8,8 @@ one shape and the same classes. The paper's rows:
 
   Table 5 (gender)   muct-lfw, muct-celeba, lfw-muct, lfw-celeba, celeba-muct, celeba-lfw
   Table 6            celeba-lfw:{smiling,bushy_eyebrows,pale_skin}
-                     lfw-celeba:{smiling,attractive,wearing_lipstick}
+                     lfw-celeba:{smiling,wearing_lipstick} (LFW has no single
+                     "Attractive", only "Attractive Man" and "Attractive Woman")
   Digits analogue    mnist5k-uci_digits, uci_digits-mnist5k
 
   python -m experiments.compare --config=configs/paper/inter.py:mnist5k-uci_digits \

@@ -8,7 +8,8 @@ one dataset; selection on its validation split, test reported.
   uci_digits  (none: digits)                                   uci_digits
   lfw_subset  gender                                           lfw_subset/25px_fold{fold}
   celeba      gender, smiling, attractive, wearing_lipstick    celeba/{size}px_{attribute}
-  lfw         gender, smiling, bushy_eyebrows, pale_skin       lfw/{size}px_{attribute}_{protocol}
+  lfw         gender, smiling, bushy_eyebrows, pale_skin,      lfw/{size}px_{attribute}_{protocol}
+              wearing_lipstick
   muct        gender                                           muct/{size}px
 
 Options: runlocal, size=64, fold=0, protocol=random|identity. Examples:

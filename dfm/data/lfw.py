@@ -19,7 +19,7 @@ Configs `{size}px_{attribute}_{protocol}`, e.g. `64px_male_random`, `112px_smili
   from the brows to the chin, little background), then resized with Pillow bicubic to
   `[size, size, 3]` uint8 RGB.
 - `attribute`: the one that is `label` (the paper's: Male, Smiling, Bushy Eyebrows, Pale
-  Skin). All 73 binarised attributes are stored as well, as `attributes` (uint8 `[73]`, in
+  Skin, Wearing Lipstick). All 73 binarised attributes are stored as well, as `attributes` (uint8 `[73]`, in
   header order, names in the metadata), so any can be read back without re-preparing.
 - `protocol`: `random` is the paper's 60/20/20 split per class of `label`, seeded
   (`digits.stratified_split`); `identity` puts every person in exactly one split
@@ -49,7 +49,9 @@ from dfm.data.digits import stratified_split
 
 ATTRIBUTES_FILE = "lfw_attributes.txt"
 IMAGE_FOLDERS = ("lfw", "lfw-deepfunneled")  # Plain and deep-funneled archives.
-PAPER_ATTRIBUTES = ("Male", "Smiling", "Bushy Eyebrows", "Pale Skin")
+# The paper's LFW attributes (Tables 3 and 6; its "Attractive" has no LFW counterpart: LFW
+# rates "Attractive Man" and "Attractive Woman" instead).
+PAPER_ATTRIBUTES = ("Male", "Smiling", "Bushy Eyebrows", "Pale Skin", "Wearing Lipstick")
 PROTOCOLS = ("random", "identity")
 CROP_FRACTION = 0.5  # Central half of each side: 125x125 of the published 250x250.
 IDENTITY_FOLDS = 5  # Identity protocol: fold 0 test, fold 1 validation, 2-4 train (60/20/20).
