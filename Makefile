@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DATA := data
 DEMO := runs/demo
 
-.PHONY: demo test bench clean-demo
+.PHONY: demo test bench paper-digits
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+# The digits analogue of the paper's Tables 2 and 5: before / DFT / MFT / DFT+MFT, 3 seeds each.
+paper-digits: $(VENV)/.installed
+	$(PY) -m experiments.prepare --dataset=mnist5k --data_dir=$(DATA)
+	$(PY) -m experiments.prepare --dataset=uci_digits --data_dir=$(DATA)
+	for experiment in inter.py:mnist5k-uci_digits inter.py:uci_digits-mnist5k intra.py:uci_digits intra.py:mnist5k; do \
+	  $(PY) -m experiments.compare --config=configs/paper/$$experiment --config.data_dir=$(DATA) --seeds=3 \
+	    --workdir=runs/paper/$$(echo $$experiment | sed 's/\.py:/_/') || exit 1; \
+	done
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/pip install -q -e '.[bench]'

@@ -61,3 +61,19 @@ def test_train_classifier_then_dft_end_to_end(tmp_path, family, options, write):
   assert saved["after"]["psnr_db"] > 0
   report = (tmp_path / "dft" / "report.md").read_text()
   assert "TPR" in report and "TNR" in report  # Binary attributes: the paper's Table 4.
+
+
+def test_paper_inter_config_runs_on_the_face_fixtures(tmp_path):
+  """configs/paper/inter.py:celeba-lfw:smiling,runlocal: a CelebA classifier, DFT on LFW."""
+  from configs.paper import inter  # pylint: disable=import-outside-toplevel
+  from experiments import compare  # pylint: disable=import-outside-toplevel
+  config = inter.get_config("celeba-lfw:smiling,size=25,runlocal")
+  data_dir = str(tmp_path / "data")
+  for dataset, write in ((config.train.dataset, write_celeba), (config.dft.dataset, write_lfw)):
+    write(tmp_path / dataset.split("/")[0])
+    data.prepare(dataset, data_dir, manual_dir=str(tmp_path / dataset.split("/")[0]))
+  with config.unlocked():
+    config.data_dir = data_dir
+  comparison = compare.run(config, str(tmp_path / "compare"), seeds=1, methods=["dft"])
+  assert comparison["dataset"] == "lfw/25px_smiling_random"
+  assert "TPR (yes)" in (tmp_path / "compare" / "dft" / "seed0" / "report.md").read_text()
