@@ -27,14 +27,28 @@ from experiments.cli import exit_on_bad_input, quiet_library_logs
 EXPERIMENTS = {"train_classifier": train_classifier.run, "dft": dft.run, "mft": mft.run,
                "dft_mft": dft_mft.run, "compare": compare.run}
 
+def split_values(text: str) -> list[str]:
+  """Splits on the commas outside brackets: ``"(14,14,1),(7,7,1)"`` -> two tuples' text."""
+  values, depth, current = [], 0, ""
+  for char in text:
+    depth += (char in "([") - (char in ")]")
+    if char == "," and depth == 0:
+      values.append(current)
+      current = ""
+    else:
+      current += char
+  return [v.strip() for v in [*values, current] if v.strip()]
+
+
 def parse_grid(specs: list[str]) -> list[tuple[str, list[str]]]:
-  """``["dft.lam=0.01,0.1"]`` -> ``[("dft.lam", ["0.01", "0.1"])]``."""
+  """``["dft.lam=0.01,0.1"]`` -> ``[("dft.lam", ["0.01", "0.1"])]``; tuples keep their
+  commas: ``"dft.noise_shape=(14,14,1),(7,7,1)"``."""
   grid = []
   for spec in specs:
     key, sep, values = spec.partition("=")
     if not sep or not key or not values:
       raise ValueError(f"--grid={spec!r} is not KEY=V1,V2,... (e.g. --grid='dft.lam=0.01,0.1').")
-    grid.append((key.strip(), [v.strip() for v in values.split(",") if v.strip()]))
+    grid.append((key.strip(), split_values(values)))
   return grid
 
 

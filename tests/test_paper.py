@@ -144,6 +144,14 @@ def test_sweep_prints_one_command_per_point_and_seed(tmp_path, capsys):
   assert not any(tmp_path.iterdir())
 
 
+def test_grid_values_keep_the_commas_of_tuples():
+  assert sweep.parse_grid(["dft.noise_shape=(14,14,1), (7,7,1)", "dft.lam=0.1,1"]) == [
+      ("dft.noise_shape", ["(14,14,1)", "(7,7,1)"]), ("dft.lam", ["0.1", "1"])]
+  config = sweep.configured(inter.get_config("mnist5k-uci_digits"),
+                            {"dft.noise_shape": "(7,7,1)", "dft.lam": "1"}, seed=4)
+  assert tuple(config.dft.noise_shape) == (7, 7, 1) and config.dft.lam == 1.0 and config.seed == 4
+
+
 def test_sweep_rejects_unknown_keys_and_bad_values(tmp_path):
   config = inter.get_config("mnist5k-uci_digits")
   with pytest.raises(ValueError, match="not in the config.*'lam'"):
