@@ -49,8 +49,9 @@ def _roc(scores: Scores, num_classes: int) -> tuple[np.ndarray, np.ndarray, list
   """The binary ROC (class 1 positive) or, multi-class, the micro one-vs-rest ROC,
   and the AUC of each class against the rest."""
   one_hot = np.eye(num_classes, dtype=bool)[scores.labels]
-  per_class = [metrics.area_under_curve(*metrics.roc_curve(one_hot[:, c], scores.probabilities[:, c]))
-               for c in range(num_classes)]
+  per_class = [
+      metrics.area_under_curve(*metrics.roc_curve(one_hot[:, c], scores.probabilities[:, c]))
+      for c in range(num_classes)]
   if num_classes == 2:
     return *metrics.roc_curve(one_hot[:, 1], scores.probabilities[:, 1]), per_class
   return *metrics.roc_curve(one_hot.ravel(), scores.probabilities.ravel()), per_class
@@ -119,7 +120,8 @@ def _confusion_table(scores: Scores, class_names: list[str]) -> str:
   lines += [f"| {name} | " + " | ".join(f"{v:.1f}" for v in row) + " |"
             for name, row in zip(class_names, percent)]
   if len(class_names) == 2:
-    rates = {k: "n/a" if v is None else f"{100 * v:.2f}%" for k, v in metrics.rates(confusion).items()}
+    rates = {k: "n/a" if v is None else f"{100 * v:.2f}%"
+             for k, v in metrics.rates(confusion).items()}
     lines.append(f"\nTPR ({class_names[1]}) {rates['tpr']}, TNR ({class_names[0]}) {rates['tnr']}")
   return "\n".join(lines)
 

@@ -68,10 +68,12 @@ def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: s
   results: dict[str, Any] = {"method": method, "dataset": dataset, "split": "test"}
   scores = {}
   for split in ("test", "validation"):
-    scores[split] = {name: _scores(eval_step, params, state_noise, sources[split], config)
-                     for name, (params, state_noise) in (("before", before), ("after", (after[0], noise)))}
-    summary = {name: summarize(s, num_classes=num_classes, perturbed=name == "after" and noise is not None)
-               for name, s in scores[split].items()}
+    scores[split] = {
+        name: _scores(eval_step, params, state_noise, sources[split], config)
+        for name, (params, state_noise) in (("before", before), ("after", (after[0], noise)))}
+    summary = {
+        name: summarize(s, num_classes=num_classes, perturbed=name == "after" and noise is not None)
+        for name, s in scores[split].items()}
     if split == "test":
       results.update(summary)
     else:

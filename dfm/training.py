@@ -37,7 +37,8 @@ def _validation_log(config, apply_fn, kind: str, source, weights_and_noise):
   def validation(state: Any, done: int) -> dict[str, float]:
     del done
     params, noise = weights_and_noise(state)
-    return {"val_accuracy": runs.evaluate_split(eval_step, params, noise, source, config)["accuracy"]}
+    report = runs.evaluate_split(eval_step, params, noise, source, config)
+    return {"val_accuracy": report["accuracy"]}
 
   return validation
 

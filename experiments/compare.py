@@ -28,8 +28,8 @@ METHODS = {"dft": dft.run, "mft": mft.run, "dft_mft": dft_mft.run}
 TITLES = {"before": "before (frozen classifier)", **METHOD_TITLES}
 
 
-
-def seeded(config: ml_collections.ConfigDict, seed: int, classifier_dir: Path) -> ml_collections.ConfigDict:
+def seeded(config: ml_collections.ConfigDict, seed: int,
+           classifier_dir: Path) -> ml_collections.ConfigDict:
   """A copy of ``config`` with ``seed`` and the classifier trained for it."""
   copy = ml_collections.ConfigDict(config.to_dict())
   copy.seed = seed
@@ -86,8 +86,9 @@ def summarize(results: dict[str, list[dict]], seeds: list[int]) -> dict[str, Any
   comparison = {
       "dataset": first[0]["dataset"], "seeds": seeds,
       "test_accuracy": rows,
-      "val_accuracy": {"before": [r["val"]["before"]["accuracy"] for r in first],
-                       **{m: [r["val"]["after"]["accuracy"] for r in runs] for m, runs in results.items()}},
+      "val_accuracy": {
+          "before": [r["val"]["before"]["accuracy"] for r in first],
+          **{m: [r["val"]["after"]["accuracy"] for r in runs] for m, runs in results.items()}},
       "psnr_db": {m: [r["after"]["psnr_db"] for r in runs] for m, runs in results.items()
                   if "psnr_db" in runs[0]["after"]},
       "ssim": {m: [r["after"]["ssim"] for r in runs] for m, runs in results.items()
@@ -128,18 +129,21 @@ def markdown(comparison: dict[str, Any]) -> str:
            format_mean_std(comparison["psnr_db"].get(m, [])),
            format_mean_std(comparison["ssim"].get(m, []), digits=3)]
           for m, v in comparison["test_accuracy"].items()]
+  claims = "\n".join(f"- {claim}" for claim in comparison["claims"])
   return (f"{comparison['dataset']}, mean +- std over seeds {comparison['seeds']}\n\n"
-          + markdown_table(header, rows) + "\n\n" + "\n".join(f"- {c}" for c in comparison["claims"]))
+          + markdown_table(header, rows) + "\n\n" + claims)
 
 
 def _write(root: Path, comparison: dict[str, Any]) -> None:
   text = markdown(comparison)
   (root / "compare.md").write_text(text + "\n")
   write_json(root / "compare.json", comparison)
+
   def per_seed(name: str, method: str, index: int) -> Any:
     return comparison[name].get(method, [""] * (index + 1))[index]
 
-  write_csv(root / "compare.csv", ["method", "seed", "test_accuracy", "val_accuracy", "psnr_db", "ssim"],
+  write_csv(root / "compare.csv",
+            ["method", "seed", "test_accuracy", "val_accuracy", "psnr_db", "ssim"],
             [[m, seed, acc, per_seed("val_accuracy", m, i), per_seed("psnr_db", m, i),
               per_seed("ssim", m, i)]
              for m, values in comparison["test_accuracy"].items()

@@ -27,6 +27,7 @@ from experiments.cli import exit_on_bad_input, quiet_library_logs
 EXPERIMENTS = {"train_classifier": train_classifier.run, "dft": dft.run, "mft": mft.run,
                "dft_mft": dft_mft.run, "compare": compare.run}
 
+
 def split_values(text: str) -> list[str]:
   """Splits on the commas outside brackets: ``"(14,14,1),(7,7,1)"`` -> two tuples' text."""
   values, depth, current = [], 0, ""
@@ -61,7 +62,8 @@ def convert(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
       raise ValueError(f"--grid key {key!r}: the config has no section {part!r}.")
     node = node[part]
   if leaf not in node:
-    raise ValueError(f"--grid key {key!r} is not in the config; fields there: {sorted(node.keys())}.")
+    raise ValueError(f"--grid key {key!r} is not in the config; fields there: "
+                     f"{sorted(node.keys())}.")
   current = node[leaf]
   if isinstance(current, bool):
     if text.lower() not in ("true", "false"):
@@ -90,22 +92,14 @@ def point_name(point: dict[str, str]) -> str:
   return ",".join(f"{k}={v}" for k, v in point.items()) or "base"
 
 
-def configured(base: ml_collections.ConfigDict, point: dict[str, str], seed: int) -> ml_collections.ConfigDict:
+def configured(base: ml_collections.ConfigDict, point: dict[str, str],
+               seed: int) -> ml_collections.ConfigDict:
   """A locked copy of ``base`` with the point's values and ``seed``."""
   config = ml_collections.ConfigDict(base.to_dict())
-  for key, text in point.items():
-    _assign(config, key, convert(base, key, text))
+  config.update_from_flattened_dict({key: convert(base, key, text) for key, text in point.items()})
   config.seed = seed
   config.lock()
   return config
-
-
-def _assign(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
-  *parents, leaf = key.split(".")
-  node = config
-  for part in parents:
-    node = node[part]
-  node[leaf] = value
 
 
 def runs_of(base: ml_collections.ConfigDict, grid: list[tuple[str, list[str]]], seeds: int,
