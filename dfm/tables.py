@@ -19,11 +19,14 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 
 def format_mean_std(values: Sequence[float], *, scale: float = 1.0, digits: int = 1) -> str:
-  """``"85.2 +- 1.0"`` of ``scale * values``; ``"-"`` when there are none."""
+  """``"85.2 +- 1.0"`` of ``scale * values``; the value alone when there is one, and
+  ``"-"`` when there are none."""
   finite = [v for v in values if v is not None and math.isfinite(v)]
   if not finite:
     return "-"
   mean, std = mean_std(finite)
+  if len(finite) == 1:
+    return f"{scale * mean:.{digits}f}"
   return f"{scale * mean:.{digits}f} +- {scale * std:.{digits}f}"
 
 

@@ -104,7 +104,7 @@ def collect(root: str, *, min_val_psnr: float = 0.0) -> str:
             ["run", "method", "source", "target", "seeds", "val_accuracy_mean", "val_accuracy_std",
              "test_accuracy_mean", "test_accuracy_std", "val_psnr_db", "test_psnr_db", "selected"],
             csv_rows)
-  return text
+  return text + f"\n\nWritten: {root_path / 'collect.md'}, {root_path / 'collect.csv'}"
 
 
 def main() -> None:

@@ -18,10 +18,11 @@ from typing import Any
 import ml_collections
 from absl import flags
 
+from dfm import runs
+from dfm.results import METHOD_TITLES
 from dfm.tables import format_mean_std, markdown_table, write_csv
 from dfm.workdir import claim_workdir, write_json
 from experiments import dft, dft_mft, mft, train_classifier
-from dfm.results import METHOD_TITLES
 from experiments.cli import RunFn, launch
 
 METHODS = {"dft": dft.run, "mft": mft.run, "dft_mft": dft_mft.run}
@@ -65,13 +66,19 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
   _check_methods(list(methods))
   if seeds < 1:
     raise ValueError(f"--seeds must be at least 1, got {seeds}.")
+  for section in ("train", *methods):
+    runs.check_schedule(config, section)
+  for dataset in {config.train.dataset, config.dft.dataset, config.mft.dataset}:
+    runs.open_splits(dataset, config.data_dir, config.model.input_shape)
   root = claim_workdir(workdir, config)
   results: dict[str, list[dict]] = {method: [] for method in methods}
   for seed in range(config.seed, config.seed + seeds):
     classifier_dir = root / "classifier" / f"seed{seed}"
     config_s = seeded(config, seed, classifier_dir)
+    print(f"== seed {seed}: classifier on {config.train.dataset}", flush=True)
     run_once(train_classifier.run, config_s, classifier_dir)
     for method in methods:
+      print(f"== seed {seed}: {METHOD_TITLES[method]}", flush=True)
       results[method].append(run_once(METHODS[method], config_s, root / method / f"seed{seed}"))
   comparison = summarize(results, list(range(config.seed, config.seed + seeds)))
   _write(root, comparison)

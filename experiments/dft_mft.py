@@ -32,22 +32,9 @@ def _with_epochs(schedule: ml_collections.ConfigDict, epochs: int) -> ml_collect
   return phase
 
 
-def check_rounds(config: ml_collections.ConfigDict) -> None:
-  """Rounds and each phase's epochs must be positive; DFT and MFT share the dataset."""
-  for field in ("rounds", "dft_epochs", "mft_epochs"):
-    if config.dft_mft[field] < 1:
-      raise ValueError(f"config.dft_mft.{field} must be a positive integer, "
-                       f"got {config.dft_mft[field]}.")
-  if config.dft.dataset != config.mft.dataset:
-    raise ValueError(f"config.dft.dataset={config.dft.dataset!r} and config.mft.dataset="
-                     f"{config.mft.dataset!r} differ; DFT+MFT fine-tunes both on one dataset.")
-
-
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the rounds, evaluates before/after, writes the outputs; returns metrics."""
-  runs.check_schedule(config, "dft")
-  runs.check_schedule(config, "mft")
-  check_rounds(config)
+  runs.check_schedule(config, "dft_mft")
   apply_fn, frozen = runs.load_frozen_classifier(config)
   sources = runs.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
   noise_shape(config)

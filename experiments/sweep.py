@@ -21,11 +21,15 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from dfm import runs
 from experiments import compare, dft, dft_mft, mft, train_classifier
 from experiments.cli import exit_on_bad_input, quiet_library_logs
 
 EXPERIMENTS = {"train_classifier": train_classifier.run, "dft": dft.run, "mft": mft.run,
                "dft_mft": dft_mft.run, "compare": compare.run}
+# The config sections each experiment runs, checked for every point before any runs.
+SECTIONS = {"train_classifier": ("train",), "dft": ("dft",), "mft": ("mft",),
+            "dft_mft": ("dft_mft",), "compare": ("train", "dft_mft")}
 
 
 def split_values(text: str) -> list[str]:
@@ -143,10 +147,10 @@ def sweep(base: ml_collections.ConfigDict, root: str, grid_specs: list[str], *, 
   if seeds < 1:
     raise ValueError(f"--seeds must be at least 1, got {seeds}.")
   grid = parse_grid(grid_specs)
-  for key, values in grid:
-    for text in values:
-      convert(base, key, text)  # Every value is checked before anything runs.
   listed = runs_of(base, grid, seeds, experiment, Path(root).absolute())
+  for point, seed, _ in listed:  # Every point is checked before anything runs.
+    for section in SECTIONS[experiment]:
+      runs.check_schedule(configured(base, point, seed), section)
   for index, (point, seed, workdir) in enumerate(listed, 1):
     if print_commands:
       print(command(experiment, point, seed, workdir, seeds=seeds, config_arg=config_arg,

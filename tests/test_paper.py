@@ -160,6 +160,9 @@ def test_sweep_rejects_unknown_keys_and_bad_values(tmp_path):
     sweep.sweep(config, str(tmp_path), ["dft.lam=big"], seeds=1, experiment="dft")
   with pytest.raises(ValueError, match="KEY=V1,V2"):
     sweep.sweep(config, str(tmp_path), ["dft.lam"], seeds=1, experiment="dft")
+  with pytest.raises(ValueError, match="config.mft.layers='heads' is not one of"):
+    sweep.sweep(config, str(tmp_path), ["mft.layers=all,heads"], seeds=1, experiment="mft")
+  assert not any(tmp_path.iterdir())
 
 
 def test_sweep_runs_points_skips_finished_ones_and_collect_selects_on_val(
@@ -187,6 +190,18 @@ def test_collect_groups_seeds_of_a_compare(compared):
           or line.startswith("| m")]
   assert sorted(row.split(" | ")[0] for row in rows) == ["| dft", "| dft_mft", "| mft"]
   assert all(f" | {SEEDS} | " in row for row in rows)
+
+
+def test_compare_checks_its_inputs_before_writing(data_dir, tmp_path):
+  config = _config(str(tmp_path / "no_data"))
+  with pytest.raises(FileNotFoundError, match="prepare"):
+    compare.run(config, str(tmp_path / "compare"), seeds=1)
+  config = _config(data_dir)
+  with config.unlocked():
+    config.dft_mft.rounds = 0
+  with pytest.raises(ValueError, match="config.dft_mft.rounds must be a positive integer"):
+    compare.run(config, str(tmp_path / "compare"), seeds=1)
+  assert not (tmp_path / "compare").exists()
 
 
 def test_collect_explains_an_empty_folder(tmp_path):
