@@ -1,4 +1,5 @@
 """What every config-driven entrypoint shares: its flags and clear bad-input errors."""
+import ast
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,35 @@ def exit_on_bad_input(work: Callable[[], Any]) -> Any:
     sys.exit(f"error: {error}")
 
 
+def _unquoted(text: str) -> str:
+  """``text`` without the repr() quoting a re-raised KeyError adds, if it has some."""
+  try:
+    unquoted = ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+  return unquoted if isinstance(unquoted, str) else text
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a bad flag or config given as one line, no traceback.
+
+  A config file that raises (e.g. an unknown experiment name) and a misspelt
+  ``--config.a.b=`` override end the process with ``error: <the reason>``.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    reason = str(error).strip().splitlines()[-1].strip().removeprefix("ValueError: ")
+  except (AttributeError, KeyError) as error:  # A misspelt --config.a.b=... override.
+    reason = "unknown config field " + " ".join(_unquoted(str(error.args[0])).split("\n"))
+  sys.exit(f"error: {reason}\nPass --helpshort to see the flags.")
+
+
+def run_app(main: Callable[[list[str]], None]) -> None:
+  """``app.run(main)`` with :func:`parse_flags`."""
+  app.run(main, flags_parser=parse_flags)
+
+
 def launch(run: RunFn) -> None:
   """Runs ``run(config, workdir)`` from ``--config`` and ``--workdir`` flags.
 
@@ -51,4 +81,4 @@ def launch(run: RunFn) -> None:
     quiet_library_logs()
     exit_on_bad_input(lambda: run(config.value, workdir.value))
 
-  app.run(main)
+  run_app(main)

@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from dfm.tables import format_mean_std, markdown_table, mean_std, write_csv
-from experiments.cli import exit_on_bad_input, quiet_library_logs
+from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
 
 SEED_FOLDER = re.compile(r"seed\d+")
 HEADER = ["run", "method", "source", "target", "seeds", "val accuracy (%)", "test accuracy (%)",
@@ -118,7 +118,7 @@ def main() -> None:
     quiet_library_logs()
     print(exit_on_bad_input(lambda: collect(argv[1], min_val_psnr=min_val_psnr.value)))
 
-  app.run(work)
+  run_app(work)
 
 
 if __name__ == "__main__":

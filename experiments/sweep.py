@@ -23,7 +23,7 @@ from ml_collections import config_flags
 
 from dfm import runs
 from experiments import compare, dft, dft_mft, mft, train_classifier
-from experiments.cli import exit_on_bad_input, quiet_library_logs
+from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
 
 EXPERIMENTS = {"train_classifier": train_classifier.run, "dft": dft.run, "mft": mft.run,
                "dft_mft": dft_mft.run, "compare": compare.run}
@@ -187,7 +187,7 @@ def main() -> None:
         config_arg=config_flags.get_config_filename(flags.FLAGS["config"]),
         overrides=base_overrides(config_flags.get_override_values(flags.FLAGS["config"]))))
 
-  app.run(work)
+  run_app(work)
 
 
 if __name__ == "__main__":
