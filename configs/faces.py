@@ -10,7 +10,7 @@ protocol); hyperparameters are read on validation, test is only reported.
                                                           wearing_lipstick, bushy_eyebrows,
                                                           pale_skin
   lfw           size=64, attribute=male, protocol=random  male, smiling, bushy_eyebrows,
-                (or identity)                             pale_skin
+                (or identity)                             pale_skin, wearing_lipstick
   muct          size=64                                   gender (the only label)
 
   python -m experiments.prepare --dataset=lfw_subset/25px_fold0 --data_dir=data
