@@ -57,11 +57,11 @@ def _roc(scores: Scores, num_classes: int) -> tuple[np.ndarray, np.ndarray, list
   return *metrics.roc_curve(one_hot.ravel(), scores.probabilities.ravel()), per_class
 
 
-def _plot_roc(before: Scores, after: Scores, num_classes: int, path: Path) -> dict[str, float]:
+def _plot_roc(rocs: dict[str, tuple], num_classes: int, path: Path) -> dict[str, float]:
+  """Plots the ``{"before", "after"}`` curves of :func:`_roc`; returns their AUCs."""
   figure, axes = plt.subplots(figsize=(4, 4))
   aucs = {}
-  for name, scores in (("before", before), ("after", after)):
-    fpr, tpr, _ = _roc(scores, num_classes)
+  for name, (fpr, tpr, _) in rocs.items():
     aucs[name] = metrics.area_under_curve(fpr, tpr)
     axes.plot(fpr, tpr, label=f"{name} (AUC {aucs[name]:.3f})")
   axes.plot([0, 1], [0, 1], ":", color="grey")
@@ -136,7 +136,8 @@ def write_report(workdir: Path, *, title: str, class_names: list[str], before: S
   run's ``noise.png``. Returns the report's path.
   """
   num_classes = len(class_names)
-  aucs = _plot_roc(before, after, num_classes, workdir / "roc.png")
+  rocs = {"before": _roc(before, num_classes), "after": _roc(after, num_classes)}
+  aucs = _plot_roc(rocs, num_classes, workdir / "roc.png")
   _plot_scores(before, after, class_names, workdir / "scores.png")
   accuracy = {name: 100 * float(np.mean(s.predictions == s.labels))
               for name, s in (("before", before), ("after", after))}
@@ -154,7 +155,7 @@ def write_report(workdir: Path, *, title: str, class_names: list[str], before: S
               _confusion_table(scores, class_names)]
   lines += ["", "## ROC", "", "![ROC before and after](roc.png)"]
   if num_classes > 2:
-    per_class = zip(class_names, _roc(before, num_classes)[2], _roc(after, num_classes)[2])
+    per_class = zip(class_names, rocs["before"][2], rocs["after"][2])
     lines += ["", "| class | AUC before | AUC after |", "|---|---|---|"]
     lines += [f"| {name} | {b:.4f} | {a:.4f} |" for name, b, a in per_class]
   lines += ["", "## Score distributions", "", "![scores before and after](scores.png)"]
