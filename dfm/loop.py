@@ -48,7 +48,8 @@ def _resume(state: Any, batches: Any, mngr: ocp.CheckpointManager, log_file: Pat
   batches.set_state(data_state)
   done = mngr.latest_step()
   _drop_log_after(log_file, done)
-  print(f"Resumed from the checkpoint after batch {done}.", flush=True)
+  if done:
+    print(f"Resumed from the checkpoint after batch {done}.", flush=True)
   return state, done
 
 
@@ -71,7 +72,8 @@ def run_loop(
     checkpoint_every: int,
     log_every: int,
     log_file: Path,
-    on_batches_done: Callable[[Any, int], dict] | None = None,
+    on_batches_done: Callable[[Any, int], tuple[Any, dict]] | None = None,
+    stop_when: Callable[[Any, int], bool] | None = None,
 ) -> Any:
   """Runs ``update`` over ``batches`` until ``total_batches`` are done, resuming first.
 
@@ -84,8 +86,11 @@ def run_loop(
     total_batches: batches in the whole run.
     checkpoint_every, log_every: cadence in batches (the last batch always counts).
     log_file: JSONL file that gets one line of metrics per log.
-    on_batches_done: optional ``fn(state, done) -> extra metrics`` called at log
-      time (e.g. validation accuracy).
+    on_batches_done: optional ``fn(state, done) -> (state, extra metrics)`` called
+      at log time (e.g. validation accuracy; query-only DFT also counts its queries
+      and keeps the best noise in the state).
+    stop_when: optional ``fn(state, done) -> bool`` asked before each batch; True
+      ends the run early (e.g. a query budget), with a checkpoint of that state.
 
   Returns:
     The final state.
@@ -93,6 +98,10 @@ def run_loop(
   state, done = _resume(state, batches, mngr, log_file)
   first, started = done, time.perf_counter()
   while done < total_batches:
+    if stop_when is not None and stop_when(state, done):
+      if mngr.latest_step() != done:
+        checkpoint.save(mngr, done, state, batches.get_state())
+      break
     state, metrics = update(state, next(batches))
     done += 1
     log_now = is_due(done, log_every, total_batches)
@@ -102,7 +111,8 @@ def run_loop(
       _check_finite(values, done)
     if log_now:
       if on_batches_done is not None:
-        values.update(on_batches_done(state, done))
+        state, extra = on_batches_done(state, done)
+        values.update(extra)
       record = _log_line(done, total_batches, values, started, first)
       with log_file.open("a") as log:
         log.write(json.dumps(record) + "\n")

@@ -140,3 +140,20 @@ def dft_objective(
   appearance = appearance_distance(images=images, perturbed=perturbed, weights=weights)
   loss = classification + lam * appearance
   return loss, {"class_term": classification, "appearance": appearance}
+
+
+def class_term_per_image(*, true_prob: jax.Array, class_term: str = "hinge") -> jax.Array:
+  """The class term of each image from its true-class probability alone (query-only DFT).
+
+  ``hinge``: ``1 - p_y`` (Eq. 12); ``xent``: ``-log p_y``. A black box that only
+  returns scores gives exactly these, with no logits.
+
+  Example::
+
+    class_term_per_image(true_prob=jnp.array([0.9, 0.25]), class_term="xent")  # [0.105, 1.386]
+  """
+  if class_term == "hinge":
+    return jnp.maximum(0.0, 1.0 - true_prob)
+  if class_term == "xent":
+    return -jnp.log(jnp.maximum(true_prob, 1e-12))
+  raise ValueError(f"Unknown class_term {class_term!r}; choose one of {CLASS_TERMS}.")

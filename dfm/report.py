@@ -74,6 +74,21 @@ def _plot_roc(rocs: dict[str, tuple], num_classes: int, path: Path) -> dict[str,
   return aucs
 
 
+
+def save_queries_png(rows: list[dict[str, float]], path: Path) -> None:
+  """Validation accuracy (and the best so far) against images sent to the model."""
+  figure, axes = plt.subplots(figsize=(5, 3.2))
+  images = [row["queries_images"] for row in rows]
+  axes.plot(images, [100 * row["val_accuracy"] for row in rows], ".-", label="validation")
+  axes.step(images, [100 * row["best_val_accuracy"] for row in rows], where="post",
+            label="best so far (chosen)")
+  axes.set_xlabel("images scored by the model (queries)")
+  axes.set_ylabel("accuracy (%)")
+  axes.legend(loc="lower right")
+  figure.tight_layout()
+  figure.savefig(path, dpi=120)
+  plt.close(figure)
+
 def _plot_scores(before: Scores, after: Scores, class_names: list[str], path: Path) -> None:
   """Binary: P(class 1) per true class. Multi-class: P(true class) per true class."""
   binary = len(class_names) == 2

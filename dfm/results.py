@@ -16,15 +16,14 @@ import ml_collections
 import numpy as np
 
 from dfm import data, report
-from dfm.dft import ApplyFn
-from dfm.evaluate import Scores, make_eval_step, score, summarize
+from dfm.evaluate import EvalStep, Scores, score, summarize
 from dfm.figures import save_noise_png
 from dfm.transform import perturb
 from dfm.workdir import write_json
 
 # SSIM is computed on host image by image: the first this many test images.
 SSIM_IMAGES = 1000
-METHOD_TITLES = {"dft": "DFT", "mft": "MFT", "dft_mft": "DFT+MFT"}
+METHOD_TITLES = {"dft": "DFT", "mft": "MFT", "dft_mft": "DFT+MFT", "query_dft": "Query-only DFT"}
 
 
 def _scores(eval_step, params, noise, source, config) -> Scores:
@@ -55,17 +54,20 @@ def _samples(before: Scores, after: Scores, fixed: np.ndarray, images: np.ndarra
 
 
 def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: str, dataset: str,
-                  apply_fn: ApplyFn, kind: str, before: tuple[Any, Any], after: tuple[Any, Any],
-                  sources: dict[str, Any]) -> dict[str, Any]:
+                  eval_step: EvalStep, kind: str, before: tuple[Any, Any],
+                  after: tuple[Any, Any], sources: dict[str, Any],
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
   """Evaluates ``before`` and ``after`` = ``(params, noise or None)``; writes the results.
 
-  Writes ``metrics.json``, ``report.md`` with its figures and, when ``after`` has
-  a noise, ``noise.npy`` and ``noise.png``. Prints one line; returns the metrics.
+  ``eval_step`` scores the images (:func:`dfm.evaluate.make_eval_step`, or a black
+  box's); ``kind`` is the transform that renders the perturbed samples; ``extra``
+  joins ``metrics.json`` (e.g. the query ledger). Writes ``metrics.json``,
+  ``report.md`` with its figures and, when ``after`` has a noise, ``noise.npy``
+  and ``noise.png``. Prints one line; returns the metrics.
   """
-  eval_step = make_eval_step(apply_fn, kind=kind)
   noise = None if after[1] is None else np.asarray(jax.device_get(after[1]))
   num_classes = config.model.num_classes
-  results: dict[str, Any] = {"method": method, "dataset": dataset, "split": "test"}
+  results: dict[str, Any] = {"method": method, "dataset": dataset, "split": "test", **(extra or {})}
   scores = {}
   for split in ("test", "validation"):
     scores[split] = {

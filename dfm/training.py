@@ -31,19 +31,20 @@ def noise_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 
 
 def _validation_log(config, apply_fn, kind: str, source, weights_and_noise):
-  """``fn(state, done) -> {"val_accuracy"}`` for :func:`dfm.loop.run_loop`."""
+  """``fn(state, done) -> (state, {"val_accuracy"})`` for :func:`dfm.loop.run_loop`."""
   eval_step = make_eval_step(apply_fn, kind=kind)
 
-  def validation(state: Any, done: int) -> dict[str, float]:
+  def validation(state: Any, done: int) -> tuple[Any, dict[str, float]]:
     del done
     params, noise = weights_and_noise(state)
     report = runs.evaluate_split(eval_step, params, noise, source, config)
-    return {"val_accuracy": report["accuracy"]}
+    return state, {"val_accuracy": report["accuracy"]}
 
   return validation
 
 
-def _batches_and_total(schedule, source, seed: int) -> tuple[Any, int]:
+def train_batches(schedule: ml_collections.ConfigDict, source: Any, seed: int) -> tuple[Any, int]:
+  """``(batches, total)``: the shuffled, checkpointable batches of ``schedule.epochs`` epochs."""
   batches = data.make_train_loader(source, batch_size=schedule.batch_size, seed=seed,
                                    num_epochs=schedule.epochs)
   return batches, data.num_batches(len(source), schedule.batch_size) * schedule.epochs
@@ -60,7 +61,7 @@ def fit_noise(config: ml_collections.ConfigDict, schedule: ml_collections.Config
   step may have placed it on several devices).
   """
   params = jax.device_get(params)  # Host arrays go to whichever devices the step uses.
-  batches, total_batches = _batches_and_total(schedule, sources["train"],
+  batches, total_batches = train_batches(schedule, sources["train"],
                                               config.seed if data_seed is None else data_seed)
   optimizer = make_optimizer(schedule.optimizer, schedule.lr, schedule=schedule.lr_schedule,
                              total_steps=total_batches * schedule.updates_per_batch)
@@ -103,7 +104,7 @@ def fit_weights(config: ml_collections.ConfigDict, schedule: ml_collections.Conf
   state = init_train_state(jax.tree.map(jnp.copy, params), optimizer)
   step = jax.jit(make_train_step(apply_fn, optimizer, kind=kind), donate_argnums=0,
                  compiler_options=compiler_options())
-  batches, total_batches = _batches_and_total(schedule, sources["train"],
+  batches, total_batches = train_batches(schedule, sources["train"],
                                               config.seed if data_seed is None else data_seed)
   state = loop.run_loop(
       state, batches, lambda state, batch: step(state, batch, noise),

