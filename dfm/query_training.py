@@ -39,6 +39,8 @@ from dfm.query_dft import TrueGradient, init_query_state, make_query_step
 from dfm.training import noise_shape, train_batches
 from dfm.transform import perturb
 
+# Accuracies closer than this are equal: the best is kept in float32.
+_SAME_ACCURACY = 1e-6
 CURVE_FIELDS = ("batch", "queries_images", "queries_calls", "val_accuracy", "best_val_accuracy")
 
 
@@ -95,7 +97,7 @@ class _Selection:
                                    self.config)["accuracy"]
     queries = {name: np.asarray(value, np.int64) for name, value in self.model.counts.items()}
     best = state["best"]
-    if accuracy > float(best["val_accuracy"]):
+    if accuracy > float(best["val_accuracy"]) + _SAME_ACCURACY:
       best = {"noise": jnp.zeros_like(state["noise"]) if noise is None else state["noise"],
               "val_accuracy": np.asarray(accuracy, np.float32), "batch": np.asarray(done, np.int64),
               "images": queries["images"]}

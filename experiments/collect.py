@@ -2,13 +2,13 @@ r"""Gathers finished runs into one table, selecting on validation and reporting 
 
   python -m experiments.collect runs/sweep [--min_val_psnr=23]
 
-Every ``metrics.json`` of a DFT, MFT or DFT+MFT run below DIR is read; runs that
-differ only in their ``seed<s>`` folder form one row (mean +- std over seeds). For
-each method, source (the classifier's dataset) and target the row with the best
-mean validation accuracy is selected, among the rows with the most seeds and, where
-images are perturbed, a mean validation PSNR of at least ``--min_val_psnr``; its
-test accuracy is the result to report. Writes
-DIR/collect.md and DIR/collect.csv.
+Every ``metrics.json`` of a DFT, MFT, DFT+MFT or query-only DFT run below DIR is
+read; runs that differ only in their ``seed<s>`` folder form one row (mean +- std
+over seeds). For each method, source (the classifier's dataset, or a black box's
+file) and target the row with the best mean validation accuracy is selected, among
+the rows with the most seeds and, where images are perturbed, a mean validation
+PSNR of at least ``--min_val_psnr``; its test accuracy is the result to report.
+Writes DIR/collect.md and DIR/collect.csv.
 """
 import json
 import re
@@ -38,7 +38,8 @@ def find_runs(root: Path) -> dict[str, list[dict[str, Any]]]:
     if "method" not in results:
       continue  # A classifier's run.
     config = json.loads((path.parent / "config.json").read_text())
-    results["source"] = config.get("train", {}).get("dataset", "?")
+    model = config.get("train", {}).get("dataset") or config.get("black_box", {}).get("path")
+    results["source"] = model or "?"
     parts = [p for p in path.parent.relative_to(root).parts if not SEED_FOLDER.fullmatch(p)]
     groups["/".join(parts) or "."].append(results)
   if not groups:

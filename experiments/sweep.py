@@ -22,14 +22,14 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from dfm import runs
-from experiments import compare, dft, dft_mft, mft, train_classifier
+from experiments import compare, dft, dft_mft, mft, query_dft, train_classifier
 from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
 
 EXPERIMENTS = {"train_classifier": train_classifier.run, "dft": dft.run, "mft": mft.run,
-               "dft_mft": dft_mft.run, "compare": compare.run}
+               "dft_mft": dft_mft.run, "compare": compare.run, "query_dft": query_dft.run}
 # The config sections each experiment runs, checked for every point before any runs.
 SECTIONS = {"train_classifier": ("train",), "dft": ("dft",), "mft": ("mft",),
-            "dft_mft": ("dft_mft",), "compare": ("train", "dft_mft")}
+            "dft_mft": ("dft_mft",), "compare": ("train", "dft_mft"), "query_dft": ("dft",)}
 
 
 def split_values(text: str) -> list[str]:

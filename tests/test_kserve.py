@@ -18,15 +18,14 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from dfm.kserve import (BlackBoxUnavailable, HttpBlackBox, decode_tensor, loads_strict,
                         retry_after_s)
 from dfm.model_input import InputSpec
 from dfm.serving import make_server
+from onnx_models import linear_classifier
 
 SPEC = InputSpec(size=(4, 4), channels=3, channel_order="RGB", layout="NCHW", pixel_max=1.0,
                  mean=(0.0,), scale=1.0)
@@ -37,22 +36,9 @@ KEY_ENV = "DFM_TEST_KSERVE_KEY"
 @pytest.fixture(scope="module")
 def onnx_path(tmp_path_factory) -> Path:
   """The tiny classifier with two outputs: "logits" and "probabilities"."""
-  rng = np.random.default_rng(0)
-  weights = numpy_helper.from_array(rng.normal(0, 0.3, (48, 2)).astype(np.float32), "w")
-  bias = numpy_helper.from_array(np.array([0.1, -0.1], np.float32), "b")
-  graph = helper.make_graph(
-      [helper.make_node("Flatten", ["images"], ["flat"]),
-       helper.make_node("Gemm", ["flat", "w", "b"], ["logits"]),
-       helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1)],
-      "tiny", [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 4, 4])],
-      [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2]),
-       helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
-      [weights, bias])
-  model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-  model.ir_version = 8
-  onnx.checker.check_model(model)
   path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-  onnx.save(model, str(path))
+  linear_classifier(path, input_shape=(3, 4, 4), num_classes=2,
+                    outputs=("logits", "probabilities"))
   return path
 
 

@@ -1,5 +1,6 @@
 """Query-only DFT: the black-box adapters, the step, the ledger, the budget, the entrypoint."""
 import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ from dfm.model_input import InputSpec
 from dfm.onnx_model import OnnxBlackBox, resolve_model_path, softmax
 from dfm.query_dft import init_query_state, make_query_step
 from dfm.query_training import fit_noise_by_queries
+from dfm.serving import make_server
 from experiments import query_dft
 from onnx_models import linear_classifier
 
@@ -115,8 +117,8 @@ def test_onnx_black_box_applies_the_declared_preprocessing(tmp_path):
 
 def test_onnx_logits_output_is_softmaxed(tmp_path):
   path = tmp_path / "logits.onnx"
-  weights, bias = linear_classifier(path, input_shape=(4, 4, 3), num_classes=3, softmax=False,
-                                    output_name="logits")
+  weights, bias = linear_classifier(path, input_shape=(4, 4, 3), num_classes=3,
+                                    outputs=("logits",))
   spec = InputSpec.from_config({**PLAIN, "layout": "NHWC"})
   model = OnnxBlackBox(path, spec, input_name="images", output_name="logits",
                        output_kind="logits", num_classes=3)
@@ -265,6 +267,10 @@ def test_budget_stops_with_the_best_noise_on_validation(tiny_model, digits, data
   assert float(state["best"]["val_accuracy"]) == pytest.approx(best["val_accuracy"])
 
 
+class _Source(list):
+  """Examples in memory, with the one piece of TFDS metadata the pipeline reads."""
+
+
 class _Constant(BlackBox):
   """A model deaf to its input: no noise can beat N = 0 on validation."""
 
@@ -275,9 +281,19 @@ class _Constant(BlackBox):
     return np.full((len(images), 10), 0.1, np.float32)
 
 
-def test_zero_noise_is_kept_when_nothing_beats_it(digits, data_dir, tmp_path):
-  config = _digits_config(data_dir, **{"budget.queries": 2000})
-  state = fit_noise_by_queries(config, _Constant(), digits, tmp_path)
+def test_zero_noise_is_kept_when_nothing_beats_it(data_dir, tmp_path):
+  """Every noise ties N = 0 at 19/20 = 0.95, a value float32 rounds down."""
+  def examples(count, wrong):
+    source = _Source({"image": np.full((28, 28, 1), 128, np.uint8), "label": int(i < wrong)}
+                     for i in range(count))
+    source.dataset_info = types.SimpleNamespace(
+        features={"label": types.SimpleNamespace(num_classes=10)})
+    return source
+
+  sources = {"train": examples(16, 0), "validation": examples(20, 1)}
+  config = _digits_config(data_dir, **{"dft.epochs": 1})
+  state = fit_noise_by_queries(config, _Constant(), sources, tmp_path)
+  assert float(state["best"]["val_accuracy"]) == pytest.approx(0.95)
   assert int(state["best"]["batch"]) == 0
   assert not np.asarray(state["best"]["noise"]).any()
 
@@ -309,3 +325,28 @@ def test_query_dft_on_gender_v1_writes_the_curve_and_resumes(tmp_path):
   assert (tmp_path / "run" / "queries.png").is_file()
   again = query_dft.run(config, str(tmp_path / "run"))
   assert again["queries"]["fit"] == fitted  # Finished: resumed, nothing new spent on fitting.
+
+
+def test_query_dft_through_a_kserve_server_with_faults(tmp_path, monkeypatch):
+  data_dir = str(tmp_path / "data")
+  data.prepare("lfw_subset/25px_fold0", data_dir)
+  monkeypatch.setenv("DFM_TEST_QUERY_KEY", "sk-query-test-secret")
+  server = make_server(resolve_model_path(query_configs.GENDER_V1), model_name="gender-v1",
+                       port=0, api_key="sk-query-test-secret", faults=["ok", "503", "429"])
+  server.serve_in_background()
+  try:
+    config = query_configs.get_config("gender_v1,runlocal,via=http")
+    with config.unlocked():
+      config.data_dir = data_dir
+      config.budget.queries = 200
+      config.black_box.update(url=server.url, api_key_env="DFM_TEST_QUERY_KEY", backoff_s=0.01,
+                              max_backoff_s=0.05, batch_size=16)
+    results = query_dft.run(config, str(tmp_path / "run"))
+  finally:
+    server.close()
+  fitted = results["queries"]["fit"]
+  assert fitted["failures"] == 2 and 0 < fitted["images"] <= 200
+  assert fitted["calls"] >= fitted["images"] / 16
+  written = "".join(p.read_text() for p in (tmp_path / "run").glob("*.*") if p.suffix in
+                    (".json", ".jsonl", ".md", ".csv"))
+  assert "sk-query-test-secret" not in written and "DFM_TEST_QUERY_KEY" in written
