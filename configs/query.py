@@ -85,7 +85,8 @@ def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
     config.dft = faces.data_finetuning("lfw_subset", dataset)
     config.dft.update(updates_per_batch=1, epochs=50, lr=0.1)
   config.dft.noise_shape = LOW_NOISE[arg.name] if arg.noise == "low" else ()
-  # A checkpoint after every batch: an interrupted run loses no spent query from its ledger.
+  # A checkpoint after every batch: a killed run loses at most one batch's queries from its
+  # ledger (a failure or Ctrl-C loses none: the spent queries are saved on the way out).
   config.checkpoint_every, config.log_every = 1, 5
   if arg.runlocal:
     config.dft.update(batch_size=8, epochs=1)

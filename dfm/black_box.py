@@ -31,6 +31,16 @@ COUNTS = ("calls", "images", "failures")
 _SUM_TOLERANCE = 1e-3
 
 
+def ledger_arrays(counts: dict[str, Any]) -> dict[str, np.ndarray]:
+  """The counts as 0-d int64 arrays, the form a checkpointed state holds."""
+  return {name: np.asarray(counts[name], np.int64) for name in COUNTS}
+
+
+def ledger_ints(counts: dict[str, Any]) -> dict[str, int]:
+  """The counts as plain ints, the form a model and JSON hold."""
+  return {name: int(counts[name]) for name in COUNTS}
+
+
 def check_probabilities(probabilities: Any, num_images: int, num_classes: int, *,
                         source: str, partial: bool = False) -> np.ndarray:
   """The reply as float32 ``[num_images, num_classes]``, or an error naming the fault.
@@ -142,6 +152,9 @@ class TopKBlackBox(BlackBox):
   @counts.setter
   def counts(self, counts: dict[str, int]) -> None:
     self.inner.counts = counts
+
+  def calls_for(self, num_images: int) -> int:
+    return self.inner.calls_for(num_images)
 
   def _score(self, images: np.ndarray) -> np.ndarray:
     probabilities = np.array(self.inner(images))

@@ -16,8 +16,7 @@ row-major, and reads back its output the same way::
 :class:`HttpBlackBox` prepares images with the config's
 :class:`dfm.model_input.InputSpec`, splits a call into requests of ``batch_size``
 images, and retries what may pass on a second try, up to ``max_retries`` times: a
-429 (or 5xx) after its ``Retry-After`` seconds if it sends one (at most
-``max_backoff_s``); other 5xx, dropped connections and timeouts after
+429 (or 5xx) after its ``Retry-After`` seconds, in full, if it sends one; other 5xx, dropped connections and timeouts after
 ``min(backoff_s * 2**attempt, max_backoff_s)``. It refuses at once what will not
 pass (other 4xx, malformed replies, wrong shapes, NaN): a reply it cannot trust is
 an error, never a silently wrong score.
@@ -277,9 +276,9 @@ class HttpBlackBox(BlackBox):
       metadata = loads_strict(body, source=source)
       check_metadata(metadata, spec=self.spec, input_name=self.input_name,
                      output_name=self.output_name, num_classes=self.num_classes, source=source)
-    except ValueError:
+    except ValueError as error:
       self.counts["failures"] += 1
-      raise
+      raise ValueError(self._redact(str(error))) from None
 
   def calls_for(self, num_images: int) -> int:
     """Requests that ``num_images`` images take: one per ``batch_size``."""
@@ -304,7 +303,7 @@ class HttpBlackBox(BlackBox):
     except ValueError as error:
       self.counts["failures"] += 1
       logging.warning("%s: refusing a reply: %s", type(self).__name__, self._redact(str(error)))
-      raise
+      raise ValueError(self._redact(str(error))) from None
     self._count_call(len(tensor))
     return probabilities
 
@@ -358,10 +357,11 @@ class HttpBlackBox(BlackBox):
     return min(self.backoff_s * 2 ** attempt, self.max_backoff_s)
 
   def _wait(self, retry_after: float | None, attempt: int) -> float:
-    """Seconds before retrying a 429 or 5xx: its Retry-After (capped), else the backoff."""
+    """Seconds before retrying a 429 or 5xx: its Retry-After in full (the server asked
+    for it; retrying sooner only earns another 429), else the capped backoff."""
     if retry_after is None:
       return self._backoff(attempt)
-    return min(retry_after, self.max_backoff_s)
+    return retry_after
 
   def _fail(self, method: str, path: str, attempt: int, attempts: int, problem: str,
             wait: float | None) -> None:

@@ -35,7 +35,8 @@ import numpy as np
 import optax
 
 from dfm import estimators, losses
-from dfm.black_box import COUNTS, BlackBox, known_true_class_probability
+from dfm.black_box import (BlackBox, known_true_class_probability, ledger_arrays,
+                           ledger_ints)
 from dfm.dft import Batch, DftState, Metrics, init_state
 from dfm.transform import perturb
 
@@ -49,7 +50,7 @@ def init_query_state(noise_shape: tuple[int, ...], optimizer: optax.GradientTran
   """:func:`dfm.dft.init_state` plus the RNG ``key`` data and a zero query ledger."""
   return {**init_state(noise_shape, optimizer),
           "key": jax.random.key_data(jax.random.key(seed)),
-          "queries": {name: np.zeros((), np.int64) for name in COUNTS}}
+          "queries": ledger_arrays(dict.fromkeys(("calls", "images", "failures"), 0))}
 
 
 def probe_images(images: jax.Array, noise: jax.Array, key: jax.Array, *, estimator: str,
@@ -103,15 +104,20 @@ def _cosine(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.vdot(a, b) / jnp.maximum(jnp.linalg.norm(a) * jnp.linalg.norm(b), 1e-30)
 
 
+def images_per_batch(batch_size: int, num_directions: int, images_per_step: int) -> int:
+  """Batch images a step probes: all, or ``images_per_step // 2q`` if that is fewer."""
+  if images_per_step:
+    return min(batch_size, images_per_step // (2 * num_directions))
+  return batch_size
+
+
 def _rows_to_send(batch: Batch, limit: int) -> tuple[np.ndarray, np.ndarray]:
-  """The batch's real (unmasked) images and labels, at most ``limit`` of them (0: all)."""
+  """The batch's real (unmasked) images and labels, at most ``limit`` of them."""
   images, labels = np.asarray(batch["image"]), np.asarray(batch["label"])
   if "mask" in batch:
     keep = np.asarray(batch["mask"]) > 0
     images, labels = images[keep], labels[keep]
-  if limit:
-    images, labels = images[:limit], labels[:limit]
-  return images, labels
+  return images[:limit], labels[:limit]
 
 
 def make_query_step(model: BlackBox, optimizer: optax.GradientTransformation, *, lam: float,
@@ -142,6 +148,7 @@ def make_query_step(model: BlackBox, optimizer: optax.GradientTransformation, *,
 
   @jax.jit
   def finish(state, images, labels, probabilities, directions):
+    """The update from the probes' scores; ``state`` is ``{"noise", "opt", "step"}``."""
     class_grad, values = class_gradient(probabilities, labels, directions, scale=scale,
                                         class_term=class_term, share_directions=share_directions)
     app_grad, appearance = appearance_gradient(state["noise"], images, lam=lam, kind=kind)
@@ -154,21 +161,22 @@ def make_query_step(model: BlackBox, optimizer: optax.GradientTransformation, *,
                "appearance": appearance, "accuracy": correct.mean(),
                "grad_norm": optax.tree.norm(grads), "noise_l2": optax.tree.norm(noise),
                "noise_linf": jnp.max(jnp.abs(noise))}
-    return {**state, "noise": noise, "opt": opt, "step": state["step"] + 1}, metrics, class_grad
+    return {"noise": noise, "opt": opt, "step": state["step"] + 1}, metrics, class_grad
 
-  per_step = images_per_step // (2 * num_directions)
 
   def step(state: DftState, batch: Batch) -> tuple[DftState, Metrics]:
-    images, labels = _rows_to_send(batch, per_step)
+    images, labels = _rows_to_send(batch, images_per_batch(
+        len(batch["label"]), num_directions, images_per_step))
     key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
     probes, directions = probe(images, state["noise"], key)
-    model.counts = {name: int(value) for name, value in state["queries"].items()}
+    model.counts = ledger_ints(state["queries"])
     probabilities = model(np.asarray(probes))
-    queries = {name: np.asarray(value, np.int64) for name, value in model.counts.items()}
-    new_state, metrics, class_grad = finish(state, images, labels, probabilities, directions)
+    queries = ledger_arrays(model.counts)
+    updated, metrics, class_grad = finish({k: state[k] for k in ("noise", "opt", "step")},
+                                          images, labels, probabilities, directions)
     if true_gradient is not None:
       metrics["cosine"] = _cosine(class_grad, true_gradient(state["noise"], images, labels))
     metrics.update({f"queries_{name}": value for name, value in queries.items()})
-    return {**new_state, "queries": queries}, metrics
+    return {**state, **updated, "queries": queries}, metrics
 
   return step

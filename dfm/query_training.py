@@ -29,13 +29,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dfm import checkpoint, loop, runs
-from dfm.black_box import BlackBox, fill_unknown
+from dfm import checkpoint, estimators, loop, runs
+from dfm.black_box import BlackBox, fill_unknown, ledger_arrays, ledger_ints
 from dfm.dft import Batch, DftState
 from dfm.evaluate import EvalStep
 from dfm.optim import make_optimizer
 from dfm.report import save_queries_png
-from dfm.query_dft import TrueGradient, init_query_state, make_query_step
+from dfm.query_dft import TrueGradient, images_per_batch, init_query_state, make_query_step
 from dfm.training import noise_shape, train_batches
 from dfm.transform import perturb
 
@@ -68,12 +68,32 @@ def make_black_box_eval_step(model: BlackBox, *, kind: str) -> EvalStep:
   return eval_step
 
 
-def check_budget(config: ml_collections.ConfigDict) -> None:
-  """``config.budget.queries`` and ``.calls`` are counts (0: no limit)."""
-  for field in ("queries", "calls"):
-    if config.budget[field] < 0:
-      raise ValueError(f"config.budget.{field} must be 0 (no limit) or positive, "
-                       f"got {config.budget[field]}.")
+def check_query(config: ml_collections.ConfigDict, model: BlackBox, validation_size: int) -> None:
+  """Checks ``config.query`` and ``config.budget`` before a single query is sent.
+
+  The budget must at least pay for scoring the validation split once: ``N = 0``
+  is always a candidate of the selection.
+
+  Raises:
+    ValueError: naming the field and what it must be.
+  """
+  query, budget = config.query, config.budget
+  if query.estimator not in estimators.ESTIMATORS:
+    raise ValueError(f"config.query.estimator={query.estimator!r} is not one of "
+                     f"{estimators.ESTIMATORS}.")
+  if query.directions < 1 or not query.scale > 0:
+    raise ValueError(f"config.query needs directions >= 1 and scale > 0, got "
+                     f"{query.directions} and {query.scale}.")
+  if query.images_per_step < 0 or 0 < query.images_per_step < 2 * query.directions:
+    raise ValueError(f"config.query.images_per_step={query.images_per_step} must be 0 (no cap) "
+                     f"or at least 2 x directions = {2 * query.directions}.")
+  images, calls = _validation_cost(model, validation_size, config.eval_batch_size)
+  for field, needed in (("queries", images), ("calls", calls)):
+    if budget[field] < 0 or 0 < budget[field] < needed:
+      raise ValueError(
+          f"config.budget.{field}={budget[field]} cannot pay for scoring the validation split "
+          f"once ({needed} {'images' if field == 'queries' else 'calls'}), which selection "
+          "needs: give 0 (no limit) or at least that.")
 
 
 def _validation_cost(model: BlackBox, num_examples: int, batch_size: int) -> tuple[int, int]:
@@ -91,11 +111,11 @@ class _Selection:
     self.eval_step = make_black_box_eval_step(model, kind=config.dft.transform)
 
   def __call__(self, state: DftState, done: int) -> tuple[DftState, dict[str, float]]:
-    self.model.counts = {name: int(value) for name, value in state["queries"].items()}
+    self.model.counts = ledger_ints(state["queries"])
     noise = None if done == 0 else state["noise"]
     accuracy = runs.evaluate_split(self.eval_step, None, noise, self.source,
                                    self.config)["accuracy"]
-    queries = {name: np.asarray(value, np.int64) for name, value in self.model.counts.items()}
+    queries = ledger_arrays(self.model.counts)
     best = state["best"]
     if accuracy > float(best["val_accuracy"]) + _SAME_ACCURACY:
       best = {"noise": jnp.zeros_like(state["noise"]) if noise is None else state["noise"],
@@ -110,11 +130,10 @@ def _budget_stop(config: ml_collections.ConfigDict, model: BlackBox, validation_
                  total_batches: int):
   """``stop_when(state, done)``: True when the next batch would pass the budget."""
   schedule, query = config.dft, config.query
-  per_image = 2 * query.directions
-  batch = schedule.batch_size if not query.images_per_step else min(
-      schedule.batch_size, query.images_per_step // per_image)
-  step_images = batch * per_image * schedule.updates_per_batch
-  step_calls = model.calls_for(batch * per_image) * schedule.updates_per_batch
+  probes = 2 * query.directions * images_per_batch(schedule.batch_size, query.directions,
+                                                   query.images_per_step)
+  step_images = probes * schedule.updates_per_batch
+  step_calls = model.calls_for(probes) * schedule.updates_per_batch
   val_images, val_calls = _validation_cost(model, validation_size, config.eval_batch_size)
   log_every = config.log_every // schedule.updates_per_batch
 
@@ -170,12 +189,34 @@ def fit_noise_by_queries(config: ml_collections.ConfigDict, model: BlackBox,
       state, metrics = step(state, batch)
     return state, metrics
 
-  return loop.run_loop(
-      state, batches, update, mngr=mngr, total_batches=total_batches,
-      checkpoint_every=config.checkpoint_every // schedule.updates_per_batch,
-      log_every=config.log_every // schedule.updates_per_batch, log_file=log_file,
-      on_batches_done=selection,
-      stop_when=_budget_stop(config, model, len(sources["validation"]), total_batches))
+  try:
+    return loop.run_loop(
+        state, batches, update, mngr=mngr, total_batches=total_batches,
+        checkpoint_every=config.checkpoint_every // schedule.updates_per_batch,
+        log_every=config.log_every // schedule.updates_per_batch, log_file=log_file,
+        on_batches_done=selection,
+        stop_when=_budget_stop(config, model, len(sources["validation"]), total_batches))
+  except BaseException:
+    _keep_spent(mngr, state, model)
+    raise
+
+
+def _keep_spent(mngr, like_state: DftState, model: BlackBox) -> None:
+  """After a failure: the latest checkpoint's ledger takes every query spent since.
+
+  The model counted them (answered calls, failures) on top of the ledger it was
+  given at the start of the failed step; the resumed run then counts on from there.
+  """
+  restored = checkpoint.restore_latest(mngr, like_state)
+  if restored is None:
+    return
+  saved, data_state = restored
+  spent = {name: max(value, model.counts[name])
+           for name, value in ledger_ints(saved["queries"]).items()}
+  if spent != ledger_ints(saved["queries"]):
+    step = mngr.latest_step()
+    mngr.delete(step)
+    checkpoint.save(mngr, step, {**saved, "queries": ledger_arrays(spent)}, data_state)
 
 
 def write_query_curve(run_dir: Path) -> list[dict[str, float]]:
@@ -193,9 +234,4 @@ def write_query_curve(run_dir: Path) -> list[dict[str, float]]:
     writer.writerows(rows)
   save_queries_png(rows, run_dir / "queries.png")
   return rows
-
-
-def ledger(counts: dict[str, Any]) -> dict[str, int]:
-  """The ledger as plain ints (for JSON)."""
-  return {name: int(value) for name, value in counts.items()}
 

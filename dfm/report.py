@@ -7,6 +7,7 @@ misclassified before and right after, beside their perturbed versions (Fig. 5).
 """
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -15,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 import numpy as np  # noqa: E402
 from skimage.metrics import structural_similarity  # noqa: E402
 
-from dfm import metrics  # noqa: E402
+from dfm import metrics, tables  # noqa: E402
 from dfm.evaluate import Scores  # noqa: E402
 
 MAX_SAMPLES = 8
@@ -74,7 +75,6 @@ def _plot_roc(rocs: dict[str, tuple], num_classes: int, path: Path) -> dict[str,
   return aucs
 
 
-
 def save_queries_png(rows: list[dict[str, float]], path: Path) -> None:
   """Validation accuracy (and the best so far) against images sent to the model."""
   figure, axes = plt.subplots(figsize=(5, 3.2))
@@ -88,6 +88,22 @@ def save_queries_png(rows: list[dict[str, float]], path: Path) -> None:
   figure.tight_layout()
   figure.savefig(path, dpi=120)
   plt.close(figure)
+
+
+def append_queries(workdir: Path, queries: dict[str, Any]) -> None:
+  """Adds the query ledger and the accuracy-against-queries curve to ``report.md``."""
+  rows = [[name, *(queries[part][name] for part in ("fit", "total"))]
+          for name in ("calls", "images", "failures")]
+  chosen = queries["chosen"]
+  budget = ", ".join(f"{k} {v}" for k, v in queries["budget"].items() if v) or "none"
+  text = (f"\n## Queries\n\nBudget: {budget}. The chosen noise was scored on validation after "
+          f"batch {chosen['batch']}, {chosen['images']} images into the run "
+          f"({100 * chosen['val_accuracy']:.1f}% val; batch 0 is no noise).\n\n"
+          + tables.markdown_table(["counted", "to fit and select", "with the final evaluation"], rows)
+          + "\n\n![validation accuracy against queries](queries.png)\n"
+          "Every point: `queries.csv`.\n")
+  with (workdir / "report.md").open("a") as report:
+    report.write(text)
 
 def _plot_scores(before: Scores, after: Scores, class_names: list[str], path: Path) -> None:
   """Binary: P(class 1) per true class. Multi-class: P(true class) per true class."""

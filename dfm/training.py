@@ -62,7 +62,7 @@ def fit_noise(config: ml_collections.ConfigDict, schedule: ml_collections.Config
   """
   params = jax.device_get(params)  # Host arrays go to whichever devices the step uses.
   batches, total_batches = train_batches(schedule, sources["train"],
-                                              config.seed if data_seed is None else data_seed)
+                                         config.seed if data_seed is None else data_seed)
   optimizer = make_optimizer(schedule.optimizer, schedule.lr, schedule=schedule.lr_schedule,
                              total_steps=total_batches * schedule.updates_per_batch)
   state = init_state(noise_shape(config), optimizer)
@@ -105,7 +105,7 @@ def fit_weights(config: ml_collections.ConfigDict, schedule: ml_collections.Conf
   step = jax.jit(make_train_step(apply_fn, optimizer, kind=kind), donate_argnums=0,
                  compiler_options=compiler_options())
   batches, total_batches = train_batches(schedule, sources["train"],
-                                              config.seed if data_seed is None else data_seed)
+                                         config.seed if data_seed is None else data_seed)
   state = loop.run_loop(
       state, batches, lambda state, batch: step(state, batch, noise),
       mngr=checkpoint.manager(run_dir / "checkpoints"), total_batches=total_batches,

@@ -27,6 +27,17 @@ HEADER = ["run", "method", "source", "target", "seeds", "val accuracy (%)", "tes
           "val PSNR (dB)", "test PSNR (dB)", "selected"]
 
 
+def _source(config: dict[str, Any]) -> str:
+  """The model a run adapted to: the classifier's dataset, or the black box queried."""
+  if "train" in config:
+    return config["train"]["dataset"]
+  box = config.get("black_box")
+  if box is None:
+    return "?"
+  return {"jax": config.get("classifier_dir"), "onnx": box["path"],
+          "http": f"{box['url']}/v2/models/{box['model_name']}"}.get(box["kind"], "?")
+
+
 def find_runs(root: Path) -> dict[str, list[dict[str, Any]]]:
   """Finished fine-tuning runs below ``root``, grouped by their path without seed folders."""
   if not root.is_dir():
@@ -38,8 +49,7 @@ def find_runs(root: Path) -> dict[str, list[dict[str, Any]]]:
     if "method" not in results:
       continue  # A classifier's run.
     config = json.loads((path.parent / "config.json").read_text())
-    model = config.get("train", {}).get("dataset") or config.get("black_box", {}).get("path")
-    results["source"] = model or "?"
+    results["source"] = _source(config)
     parts = [p for p in path.parent.relative_to(root).parts if not SEED_FOLDER.fullmatch(p)]
     groups["/".join(parts) or "."].append(results)
   if not groups:

@@ -26,6 +26,7 @@ from absl import flags
 from configs import digits, query
 from experiments import dft, query_dft
 from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
+from experiments.compare import run_once
 
 _CLASSIFIER_DIR = flags.DEFINE_string("classifier_dir", "runs/demo/classifier",
                                       "The frozen mnist5k classifier (make demo trains it).")
@@ -37,18 +38,11 @@ _VARIANTS = flags.DEFINE_list("variants", ["spsa-full", "nes-full", "spsa-low", 
                               "ESTIMATOR-NOISE pairs (noise: full or low).")
 
 
-def _finished_or_run(run, config, workdir: Path) -> dict[str, Any]:
-  metrics = workdir / "metrics.json"
-  if metrics.is_file():
-    return json.loads(metrics.read_text())
-  return run(config, str(workdir))
-
-
 def _white_box(workdir: Path) -> dict[str, Any]:
   config = digits.get_config("mnist5k_to_uci")
   with config.unlocked():
     config.classifier_dir, config.data_dir = _CLASSIFIER_DIR.value, _DATA_DIR.value
-  return _finished_or_run(dft.run, config, workdir / "white_box")
+  return run_once(dft.run, config, workdir / "white_box")
 
 
 def _query_only(variant: str, workdir: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
@@ -57,7 +51,7 @@ def _query_only(variant: str, workdir: Path) -> tuple[dict[str, Any], list[dict[
   with config.unlocked():
     config.classifier_dir, config.data_dir = _CLASSIFIER_DIR.value, _DATA_DIR.value
     config.budget.queries = _BUDGET.value
-  results = _finished_or_run(query_dft.run, config, workdir / variant)
+  results = run_once(query_dft.run, config, workdir / variant)
   lines = (workdir / variant / "queries.csv").read_text().splitlines()
   header = lines[0].split(",")
   curve = [dict(zip(header, map(float, line.split(",")))) for line in lines[1:]]
@@ -67,6 +61,11 @@ def _query_only(variant: str, workdir: Path) -> tuple[dict[str, Any], list[dict[
 def _gain(results: dict[str, Any], split: str) -> float:
   scores = results if split == "test" else results["val"]
   return scores["after"]["accuracy"] - scores["before"]["accuracy"]
+
+
+def _share(part: float, whole: float) -> float:
+  """``part / whole``, NaN when the white-box gain is 0."""
+  return part / whole if whole else float("nan")
 
 
 def _queries_to(curve: list[dict[str, float]], target: float) -> int | None:
@@ -81,9 +80,9 @@ def _report(variant: str, results, curve, white) -> dict[str, Any]:
   summary = {
       "variant": variant, "queries": results["queries"]["fit"]["images"],
       "val_chosen": results["val"]["after"]["accuracy"],
-      "val_gain_fraction": _gain(results, "val") / _gain(white, "val"),
+      "val_gain_fraction": _share(_gain(results, "val"), _gain(white, "val")),
       "test_before": results["before"]["accuracy"], "test_after": results["after"]["accuracy"],
-      "test_gain_fraction": _gain(results, "test") / _gain(white, "test"),
+      "test_gain_fraction": _share(_gain(results, "test"), _gain(white, "test")),
       "psnr_db": results["after"].get("psnr_db"),
       f"queries_to_{round(100 * _FRACTION.value)}pct_val_gain": reached,
   }

@@ -17,14 +17,15 @@ import jax
 import ml_collections
 
 from dfm import runs
-from dfm.black_box import BlackBox, JaxBlackBox, TopKBlackBox
+from dfm.black_box import BlackBox, JaxBlackBox, TopKBlackBox, ledger_ints
 from dfm.dft import make_loss_fn
 from dfm.kserve import HttpBlackBox
 from dfm.model_input import InputSpec
 from dfm.onnx_model import OnnxBlackBox, resolve_model_path
 from dfm.query_dft import TrueGradient
-from dfm.query_training import (check_budget, fit_noise_by_queries, ledger,
-                                make_black_box_eval_step, write_query_curve)
+from dfm.query_training import (check_query, fit_noise_by_queries, make_black_box_eval_step,
+                                write_query_curve)
+from dfm.report import append_queries
 from dfm.results import write_results
 from dfm.training import noise_shape
 from dfm.workdir import claim_workdir, write_json
@@ -75,14 +76,14 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   Everything is checked (config, model, data) before the workdir is claimed.
   """
   runs.check_schedule(config, "dft")
-  check_budget(config)
   model, true_gradient = open_black_box(config)
   sources = runs.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
+  check_query(config, model, len(sources["validation"]))
   noise_shape(config)
   workdir = claim_workdir(workdir, config)
   state = fit_noise_by_queries(config, model, sources, workdir, true_gradient=true_gradient)
   curve = write_query_curve(workdir)
-  fitted = ledger(state["queries"])
+  fitted = ledger_ints(state["queries"])
   model.counts = dict(fitted)
   best = state["best"]
   queries = {"fit": fitted, "budget": config.budget.to_dict(),
@@ -94,8 +95,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       eval_step=make_black_box_eval_step(model, kind=config.dft.transform),
       kind=config.dft.transform, before=(None, None), after=(None, best["noise"]),
       sources=sources, extra={"queries": queries})
-  queries["total"] = ledger(model.counts)
+  queries["total"] = ledger_ints(model.counts)  # The final evaluation counted too.
   write_json(workdir / "metrics.json", results)
+  append_queries(workdir, queries)
   print(f"Queries: {fitted['images']} images in {fitted['calls']} calls to fit and select "
         f"({fitted['failures']} failed); {queries['total']['images']} with the final "
         f"evaluation.", flush=True)

@@ -298,12 +298,67 @@ def test_zero_noise_is_kept_when_nothing_beats_it(data_dir, tmp_path):
   assert not np.asarray(state["best"]["noise"]).any()
 
 
-def test_call_budget_and_bad_budget(tiny_model, digits, data_dir, tmp_path):
+def test_call_budget(tiny_model, digits, data_dir, tmp_path):
   config = _digits_config(data_dir, **{"budget.calls": 4})
   state = fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10), digits, tmp_path)
   assert int(state["queries"]["calls"]) <= 4
-  with pytest.raises(ValueError, match="config.budget.queries"):
-    query_dft.run(_digits_config(data_dir, **{"budget.queries": -1}), str(tmp_path / "bad"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"budget.queries": -1}, "config.budget.queries=-1"),
+    ({"budget.queries": 100}, r"validation split once \(360 images\)"),
+    ({"query.estimator": "sspa"}, "config.query.estimator='sspa'"),
+    ({"query.scale": 0.0}, "scale > 0"),
+    ({"query.images_per_step": 3}, "images_per_step=3"),
+])
+def test_bad_query_settings_are_refused_before_any_query(tiny_model, data_dir, tmp_path,
+                                                         monkeypatch, overrides, message):
+  model = JaxBlackBox(*tiny_model, num_classes=10)
+  monkeypatch.setattr(query_dft, "open_black_box", lambda config: (model, None))
+  with pytest.raises(ValueError, match=message):
+    query_dft.run(_digits_config(data_dir, **overrides), str(tmp_path / "bad"))
+  assert model.counts["images"] == 0 and not (tmp_path / "bad").exists()
+
+
+class _FailingOnCall(JaxBlackBox):
+  """Answers ``answered`` calls; in the next, 8 images are answered before the model
+  goes away (an HTTP call whose second request ran out of retries)."""
+
+  def __init__(self, *args, answered, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.answered = answered
+
+  def _score(self, images):
+    if self.answered == 0:
+      self._count_call(8)
+      self.counts["failures"] += 1
+      raise RuntimeError("the model went away")
+    self.answered -= 1
+    return super()._score(images)
+
+
+def test_queries_spent_before_a_failure_stay_in_the_ledger(tiny_model, digits, data_dir,
+                                                           tmp_path):
+  config = _digits_config(data_dir, **{"budget.queries": 1500})
+  straight = fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10), digits,
+                                  tmp_path / "straight")
+  with pytest.raises(RuntimeError, match="went away"):
+    fit_noise_by_queries(config, _FailingOnCall(*tiny_model, num_classes=10, answered=5),
+                         digits, tmp_path / "failed")
+  resumed = fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10), digits,
+                                 tmp_path / "failed")
+  spent = {k: int(v) for k, v in resumed["queries"].items()}
+  expected = {k: int(v) for k, v in straight["queries"].items()}
+  assert spent == {**expected, "calls": expected["calls"] + 1, "images": expected["images"] + 8,
+                   "failures": 1}
+
+
+def test_top_k_wrapper_costs_the_calls_of_its_model(tiny_model):
+  class Batched(JaxBlackBox):
+    def calls_for(self, num_images):
+      return -(-num_images // 4)
+
+  assert TopKBlackBox(Batched(*tiny_model, num_classes=10), 2).calls_for(10) == 3
 
 
 # The entrypoint on the real third-party model.
