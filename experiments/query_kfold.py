@@ -33,7 +33,7 @@ _FOLDS = flags.DEFINE_list("folds", ["0", "1", "2", "3", "4"], "Test folds to ru
 _GRID = flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,... as in experiments.sweep.")
 _BUDGET = flags.DEFINE_integer("budget", 0, "config.budget.queries of every run (0: none).")
 HEADER = ["fold", "selected", "test before (%)", "test after (%)", "val before (%)",
-          "val after (%)", "PSNR (dB)", "queries to fit", "queries in all"]
+          "val after (%)", "PSNR (dB)", "queries of the run", "queries of the search"]
 
 
 def _fold_config(fold: int):
@@ -43,33 +43,36 @@ def _fold_config(fold: int):
   return config
 
 
-def _run_fold(fold: int, grid, root: Path) -> tuple[str, dict[str, Any]]:
-  """Runs every point of ``grid`` on ``fold``; returns the point selected on val."""
+def _run_fold(fold: int, grid, root: Path) -> tuple[str, dict[str, Any], int]:
+  """Runs every point of ``grid`` on ``fold``; returns the point selected on val, its
+  results and the images all the points sent (the search's cost)."""
   base = _fold_config(fold)
   data.prepare(base.dft.dataset, base.data_dir)
-  best = None
+  best, spent = None, 0
   for point in points(grid):
     config = configured(base, point, base.seed)
     results = run_once(query_dft.run, config, root / f"fold{fold}" / point_name(point))
+    spent += results["queries"]["total"]["images"]
     if best is None or results["val"]["after"]["accuracy"] > best[1]["val"]["after"]["accuracy"]:
       best = (point_name(point), results)
-  return best
+  return *best, spent
 
 
-def _row(fold: int, name: str, results: dict[str, Any]) -> list[Any]:
+def _row(fold: int, name: str, results: dict[str, Any], search: int) -> list[Any]:
   """One fold's line; no PSNR where validation chose no noise at all (N = 0)."""
   queries = results["queries"]
   psnr = None if queries["chosen"]["batch"] == 0 else results["after"]["psnr_db"]
   return [fold, name, 100 * results["before"]["accuracy"], 100 * results["after"]["accuracy"],
           100 * results["val"]["before"]["accuracy"], 100 * results["val"]["after"]["accuracy"],
-          psnr, queries["fit"]["images"], queries["total"]["images"]]
+          psnr, queries["total"]["images"], search]
 
 
 def kfold(root: Path, grid) -> str:
   """Runs and selects every fold; writes kfold.md and kfold.csv; returns the markdown."""
   rows = [_row(int(fold), *_run_fold(int(fold), grid, root)) for fold in _FOLDS.value]
   columns = list(zip(*rows))
-  summary = ["mean +- std", ""] + [format_mean_std(column, digits=1) for column in columns[2:]]
+  summary = (["mean +- std", ""] + [format_mean_std(column) for column in columns[2:7]]
+             + [format_mean_std(column, digits=0) for column in columns[7:]])
   shown = [["-" if v is None else f"{v:.1f}" if isinstance(v, float) else v for v in row]
            for row in rows]
   write_csv(root / "kfold.csv", HEADER, rows)

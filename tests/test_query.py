@@ -1,6 +1,9 @@
 """Query-only DFT: the black-box adapters, the step, the ledger, the budget, the entrypoint."""
 import json
+import subprocess
+import sys
 import types
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -405,3 +408,18 @@ def test_query_dft_through_a_kserve_server_with_faults(tmp_path, monkeypatch):
   written = "".join(p.read_text() for p in (tmp_path / "run").glob("*.*") if p.suffix in
                     (".json", ".jsonl", ".md", ".csv"))
   assert "sk-query-test-secret" not in written and "DFM_TEST_QUERY_KEY" in written
+
+
+def test_kfold_selects_on_validation_and_reports_test(tmp_path):
+  command = [sys.executable, "-m", "experiments.query_kfold", f"--workdir={tmp_path / 'runs'}",
+             f"--data_dir={tmp_path / 'data'}", "--options=runlocal", "--folds=2",
+             "--grid=dft.lr=0.1,0.3"]
+  result = subprocess.run(command, capture_output=True, text=True, check=False,
+                          cwd=Path(__file__).parent.parent)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = (tmp_path / "runs" / "kfold.csv").read_text().splitlines()
+  assert len(rows) == 2 and rows[1].startswith("2,dft.lr=")
+  chosen = rows[1].split(",")[1]
+  scored = {lr: json.loads((tmp_path / "runs" / "fold2" / f"dft.lr={lr}" / "metrics.json")
+                           .read_text())["val"]["after"]["accuracy"] for lr in ("0.1", "0.3")}
+  assert scored[chosen.removeprefix("dft.lr=")] == max(scored.values())
