@@ -70,11 +70,38 @@ def check_probabilities(probabilities: Any, num_images: int, num_classes: int, *
   return values
 
 
+def scatter_top_k(classes: Any, scores: Any, num_classes: int, *, source: str) -> np.ndarray:
+  """A top-k reply (``classes[n, j]`` with ``scores[n, j]``) as ``[N, num_classes]`` rows
+  in which every class not named is NaN: unknown, not zero.
+
+  Example::
+
+    scatter_top_k([[2, 0]], [[0.7, 0.2]], 3, source="api")  # [[0.2, nan, 0.7]]
+
+  Raises:
+    ValueError: shapes that differ, or class numbers that are not distinct classes.
+  """
+  classes, scores = np.asarray(classes), np.asarray(scores, np.float32)
+  if classes.shape != scores.shape or classes.ndim != 2:
+    raise ValueError(f"{source} answered top-k classes of shape {classes.shape} with scores "
+                     f"of shape {scores.shape}; they must be the same [N, k].")
+  whole = np.all(classes == np.round(classes))
+  if not whole or np.any((classes < 0) | (classes >= num_classes)) or any(
+      len(set(row)) != len(row) for row in classes.tolist()):
+    raise ValueError(f"{source} answered top-k classes that are not distinct class numbers in "
+                     f"[0, {num_classes}): check config.black_box.classes_name and "
+                     "config.model.num_classes.")
+  rows = np.full((len(scores), num_classes), np.nan, np.float32)
+  np.put_along_axis(rows, classes.astype(np.int64), scores, axis=1)
+  return rows
+
+
 def check_images(images: Any) -> np.ndarray:
   """``images`` as float32 ``[N, H, W, C]`` in [0, 1], or a ValueError naming the fault."""
   values = np.asarray(images, np.float32)
   if values.ndim != 4 or len(values) == 0:
-    raise ValueError(f"A black box scores a non-empty batch [N, H, W, C]; got shape {values.shape}.")
+    raise ValueError("A black box scores a non-empty batch [N, H, W, C]; got shape "
+                     f"{values.shape}.")
   if not np.all((values >= 0) & (values <= 1)):
     raise ValueError("Pixels outside [0, 1] were sent to the black box: scale images to [0, 1].")
   return values

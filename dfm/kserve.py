@@ -16,10 +16,12 @@ row-major, and reads back its output the same way::
 :class:`HttpBlackBox` prepares images with the config's
 :class:`dfm.model_input.InputSpec`, splits a call into requests of ``batch_size``
 images, and retries what may pass on a second try, up to ``max_retries`` times: a
-429 (or 5xx) after its ``Retry-After`` seconds, in full, if it sends one; other 5xx, dropped connections and timeouts after
-``min(backoff_s * 2**attempt, max_backoff_s)``. It refuses at once what will not
-pass (other 4xx, malformed replies, wrong shapes, NaN): a reply it cannot trust is
-an error, never a silently wrong score.
+429 (or 5xx) after its ``Retry-After`` seconds, in full, if it sends one; other
+5xx, dropped connections and timeouts after ``min(backoff_s * 2**attempt,
+max_backoff_s)``. It refuses at once what will not pass (other 4xx, malformed
+replies, wrong shapes, NaN): a reply it cannot trust is an error, never a silently
+wrong score. A model that answers only its top k classes names them in a second
+output (``classes_name``); the other classes come back NaN, unknown.
 
 Example::
 
@@ -40,11 +42,11 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from dfm.black_box import BlackBox, check_probabilities
+from dfm.black_box import BlackBox, check_probabilities, scatter_top_k
 from dfm.model_input import InputSpec
-from dfm.onnx_model import OUTPUT_KINDS, softmax
+from dfm.onnx_model import OUTPUT_KINDS, check_top_k, softmax
 
-DATATYPES = {"FP32": np.float32, "FP64": np.float64}
+DATATYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
 _NUMBER = (int, float)
 # A server's error text quoted in our messages is cut to this many characters.
 _QUOTE_CHARS = 300
@@ -160,20 +162,34 @@ def find_tensor(tensors: Any, name: str, *, source: str, what: str, field: str) 
                    f"set config.black_box.{field}.")
 
 
-def infer_body(input_name: str, tensor: np.ndarray) -> bytes:
-  """The JSON body of an infer request sending ``tensor`` as ``input_name``."""
-  return json.dumps({"inputs": [encode_tensor(input_name, tensor)]}).encode()
+def infer_body(input_name: str, tensor: np.ndarray, outputs: Sequence[str] = ()) -> bytes:
+  """The JSON body of an infer request sending ``tensor`` as ``input_name`` (asking for
+  ``outputs`` by name, if given)."""
+  body: dict[str, Any] = {"inputs": [encode_tensor(input_name, tensor)]}
+  if outputs:
+    body["outputs"] = [{"name": name} for name in outputs]
+  return json.dumps(body).encode()
 
 
 def parse_infer_reply(body: bytes, *, output_name: str, num_images: int, num_classes: int,
-                      source: str) -> np.ndarray:
-  """The ``[num_images, num_classes]`` scores in an infer reply, or a ValueError naming why not."""
+                      source: str, classes_name: str = "") -> np.ndarray:
+  """The ``[num_images, num_classes]`` scores in an infer reply, or a ValueError naming why not.
+
+  With ``classes_name`` the reply is top-k: ``output_name`` holds k scores per image and
+  ``classes_name`` their classes; the classes not named come back NaN (unknown).
+  """
   reply = loads_strict(body, source=source)
   if not isinstance(reply, Mapping) or "outputs" not in reply:
     raise ValueError(f"{source} sent a reply without 'outputs': {_quote(body)}")
   entry = find_tensor(reply["outputs"], output_name, source=source, what="output",
                       field="output_name")
-  return decode_tensor(entry, shape=(num_images, num_classes), source=source)
+  if not classes_name:
+    return decode_tensor(entry, shape=(num_images, num_classes), source=source)
+  scores = decode_tensor(entry, shape=(num_images, None), source=source)
+  classes = decode_tensor(find_tensor(reply["outputs"], classes_name, source=source,
+                                      what="output", field="classes_name"),
+                          shape=scores.shape, source=source)
+  return scatter_top_k(classes, scores, num_classes, source=source)
 
 
 def _metadata_dims(entry: Mapping[str, Any], source: str) -> list[int | None]:
@@ -185,9 +201,11 @@ def _metadata_dims(entry: Mapping[str, Any], source: str) -> list[int | None]:
 
 
 def check_metadata(metadata: Any, *, spec: InputSpec, input_name: str, output_name: str,
-                   num_classes: int, source: str) -> None:
+                   num_classes: int, source: str, classes_name: str = "",
+                   output_kind: str = "probabilities") -> None:
   """The model metadata declares ``input_name`` as ``[-1, *spec.shape]`` and
-  ``output_name`` as ``[-1, num_classes]``.
+  ``output_name`` as ``[-1, num_classes]`` (top-k, with ``classes_name``: both it and
+  ``output_name`` as ``[-1, k]``).
 
   Raises:
     ValueError: naming the config field to fix.
@@ -205,6 +223,11 @@ def check_metadata(metadata: Any, *, spec: InputSpec, input_name: str, output_na
   entry = find_tensor(metadata.get("outputs"), output_name, source=source, what="output",
                       field="output_name")
   dims = _metadata_dims(entry, source)
+  if classes_name:
+    classes = find_tensor(metadata.get("outputs"), classes_name, source=source, what="output",
+                          field="classes_name")
+    check_top_k(dims, _metadata_dims(classes, source), output_kind, num_classes, source=source)
+    return
   if len(dims) != 2 or dims[1] not in (None, num_classes):
     shown = [-1 if d is None else d for d in dims]
     raise ValueError(f"{source} has output {output_name!r} of shape {shown}; "
@@ -243,7 +266,8 @@ class HttpBlackBox(BlackBox):
   """
 
   def __init__(self, url: str, model_name: str, spec: InputSpec, *, input_name: str,
-               output_name: str, output_kind: str, num_classes: int, batch_size: int = 64,
+               output_name: str, output_kind: str, num_classes: int, classes_name: str = "",
+               batch_size: int = 64,
                api_key_env: str = "", timeout_s: float = 30.0, max_retries: int = 5,
                backoff_s: float = 0.5, max_backoff_s: float = 30.0,
                check_on_load: bool = True, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -252,10 +276,13 @@ class HttpBlackBox(BlackBox):
       raise ValueError(f"config.black_box.output_kind={output_kind!r} is not one of "
                        f"{OUTPUT_KINDS}.")
     _check_settings(batch_size, timeout_s, max_retries, backoff_s, max_backoff_s)
+    if classes_name:
+      check_top_k([None, None], [None, None], output_kind, num_classes, source=url)
     self._parts = _split_url(url)
     self.url, self.model_name, self.spec = url.rstrip("/"), model_name, spec
     self.num_classes = num_classes
     self.input_name, self.output_name, self.output_kind = input_name, output_name, output_kind
+    self.classes_name, self.partial = classes_name, bool(classes_name)
     self.batch_size, self.api_key_env, self.timeout_s = batch_size, api_key_env, timeout_s
     self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
     self._sleep = sleep
@@ -275,7 +302,8 @@ class HttpBlackBox(BlackBox):
     try:
       metadata = loads_strict(body, source=source)
       check_metadata(metadata, spec=self.spec, input_name=self.input_name,
-                     output_name=self.output_name, num_classes=self.num_classes, source=source)
+                     output_name=self.output_name, num_classes=self.num_classes, source=source,
+                     classes_name=self.classes_name, output_kind=self.output_kind)
     except ValueError as error:
       self.counts["failures"] += 1
       raise ValueError(self._redact(str(error))) from None
@@ -291,15 +319,18 @@ class HttpBlackBox(BlackBox):
 
   def _infer(self, tensor: np.ndarray) -> np.ndarray:
     """One request: ``tensor`` (a batch) in, checked probabilities out, counted when answered."""
+    outputs = [self.output_name, *([self.classes_name] if self.partial else [])]
     body = self._request("POST", f"{self._model_path}/infer",
-                         infer_body(self.input_name, tensor))
+                         infer_body(self.input_name, tensor, outputs))
     source = f"The model {self.model_name!r} at {self.url}"
     try:
       scores = parse_infer_reply(body, output_name=self.output_name, num_images=len(tensor),
-                                 num_classes=self.num_classes, source=source)
+                                 num_classes=self.num_classes, source=source,
+                                 classes_name=self.classes_name)
       if self.output_kind == "logits":
         scores = softmax(scores)
-      probabilities = check_probabilities(scores, len(tensor), self.num_classes, source=source)
+      probabilities = check_probabilities(scores, len(tensor), self.num_classes, source=source,
+                                          partial=self.partial)
     except ValueError as error:
       self.counts["failures"] += 1
       logging.warning("%s: refusing a reply: %s", type(self).__name__, self._redact(str(error)))

@@ -2,7 +2,8 @@
 
 ``config.black_box`` declares what the file must be: the input tensor's name and
 :class:`dfm.model_input.InputSpec`, the output's name and kind (``probabilities``
-or ``logits``). Loading checks each against the graph (names, rank, channels,
+or ``logits``), and for a model that answers only its top k classes the output
+``classes_name`` that names them. Loading checks each against the graph (names, rank, channels,
 size, number of classes, and whether the output comes out of a Softmax), so a
 mismatch fails before a single query instead of producing wrong scores.
 
@@ -20,7 +21,7 @@ import numpy as np
 import onnx
 import onnxruntime
 
-from dfm.black_box import BlackBox
+from dfm.black_box import BlackBox, scatter_top_k
 from dfm.model_input import InputSpec
 
 OUTPUT_KINDS = ("probabilities", "logits")
@@ -79,11 +80,20 @@ def check_input(graph: onnx.GraphProto, name: str, spec: InputSpec) -> None:
         f"{spec.layout} {expected}: fix its layout, channels or size.")
 
 
-def check_output(graph: onnx.GraphProto, name: str, kind: str, num_classes: int) -> None:
-  """The output ``name`` has ``num_classes`` columns and is (or is not) a softmax."""
+def check_output(graph: onnx.GraphProto, name: str, kind: str, num_classes: int, *,
+                 classes_name: str = "") -> None:
+  """The output ``name`` has ``num_classes`` columns and is (or is not) a softmax.
+
+  With ``classes_name`` (a top-k model) ``name`` holds k <= ``num_classes``
+  probabilities and ``classes_name`` their class numbers, both ``[N, k]``.
+  """
   if kind not in OUTPUT_KINDS:
     raise ValueError(f"config.black_box.output_kind={kind!r} is not one of {OUTPUT_KINDS}.")
   dims = _dims(_named(graph.output, name, "output", "output_name"))
+  if classes_name:
+    check_top_k(dims, _dims(_named(graph.output, classes_name, "output", "classes_name")),
+                kind, num_classes, source=f"The ONNX output {name!r}")
+    return
   if len(dims) != 2 or dims[1] not in (None, num_classes):
     raise ValueError(f"The ONNX output {name!r} has shape {dims}; config.model.num_classes="
                      f"{num_classes} needs [N, {num_classes}].")
@@ -94,6 +104,19 @@ def check_output(graph: onnx.GraphProto, name: str, kind: str, num_classes: int)
     raise ValueError(
         f"config.black_box.output_kind={kind!r}, but the ONNX output {name!r} comes from "
         f"{found}: declare {'probabilities' if is_softmax else 'logits'}.")
+
+
+def check_top_k(scores: list[int | None], classes: list[int | None], kind: str,
+                num_classes: int, *, source: str) -> None:
+  """A top-k reply: scores and classes both ``[N, k]``, k <= classes, probabilities."""
+  if kind != "probabilities":
+    raise ValueError("A top-k model (config.black_box.classes_name) must answer probabilities: "
+                     "the scores of k classes cannot be normalised. Set output_kind.")
+  fits = len(scores) == 2 and (scores[1] is None or scores[1] <= num_classes)
+  if not fits or len(classes) != 2 or classes[1] != scores[1]:
+    raise ValueError(f"{source} has top-k scores of shape {scores} and classes of shape "
+                     f"{classes}; both must be [N, k] with k <= config.model.num_classes="
+                     f"{num_classes}.")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -107,11 +130,12 @@ class OnnxBlackBox(BlackBox):
   """An ONNX classifier run by onnxruntime on the host: one session call per batch."""
 
   def __init__(self, path: Path, spec: InputSpec, *, input_name: str, output_name: str,
-               output_kind: str, num_classes: int) -> None:
+               output_kind: str, num_classes: int, classes_name: str = "") -> None:
     super().__init__()
     graph = onnx.load(str(path), load_external_data=False).graph
     check_input(graph, input_name, spec)
-    check_output(graph, output_name, output_kind, num_classes)
+    check_output(graph, output_name, output_kind, num_classes, classes_name=classes_name)
+    self.partial, self._classes_name = bool(classes_name), classes_name
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
     self._session = onnxruntime.InferenceSession(str(path), options,
@@ -120,7 +144,9 @@ class OnnxBlackBox(BlackBox):
     self._input_name, self._output_name, self._kind = input_name, output_name, output_kind
 
   def _score(self, images: np.ndarray) -> np.ndarray:
-    (outputs,) = self._session.run([self._output_name],
-                                   {self._input_name: self.spec.prepare(images)})
+    names = [self._output_name, *([self._classes_name] if self.partial else [])]
+    outputs = self._session.run(names, {self._input_name: self.spec.prepare(images)})
     self._count_call(len(images))
-    return outputs if self._kind == "probabilities" else softmax(outputs)
+    if self.partial:
+      return scatter_top_k(outputs[1], outputs[0], self.num_classes, source="The ONNX model")
+    return outputs[0] if self._kind == "probabilities" else softmax(outputs[0])

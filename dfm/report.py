@@ -99,7 +99,8 @@ def append_queries(workdir: Path, queries: dict[str, Any]) -> None:
   text = (f"\n## Queries\n\nBudget: {budget}. The chosen noise was scored on validation after "
           f"batch {chosen['batch']}, {chosen['images']} images into the run "
           f"({100 * chosen['val_accuracy']:.1f}% val; batch 0 is no noise).\n\n"
-          + tables.markdown_table(["counted", "to fit and select", "with the final evaluation"], rows)
+          + tables.markdown_table(
+              ["counted", "to fit and select", "with the final evaluation"], rows)
           + "\n\n![validation accuracy against queries](queries.png)\n"
           "Every point: `queries.csv`.\n")
   with (workdir / "report.md").open("a") as report:

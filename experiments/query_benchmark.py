@@ -105,8 +105,9 @@ def main(argv: list[str]) -> None:
         f"{100 * white['val']['after']['accuracy']:.1f}%, test "
         f"{100 * white['before']['accuracy']:.1f}% -> {100 * white['after']['accuracy']:.1f}%",
         flush=True)
-  summaries = [_report(variant, *exit_on_bad_input(lambda v=variant: _query_only(v, workdir)), white)
-               for variant in _VARIANTS.value]
+  summaries = [
+      _report(variant, *exit_on_bad_input(lambda v=variant: _query_only(v, workdir)), white)
+      for variant in _VARIANTS.value]
   print(json.dumps({"white_box_test_gain": _gain(white, "test"),
                     "white_box_val_gain": _gain(white, "val"), "variants": summaries}))
 

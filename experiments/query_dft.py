@@ -57,13 +57,15 @@ def open_black_box(config: ml_collections.ConfigDict) -> tuple[BlackBox, TrueGra
   elif box.kind == "onnx":
     model = OnnxBlackBox(resolve_model_path(box.path), InputSpec.from_config(box.input),
                          input_name=box.input_name, output_name=box.output_name,
-                         output_kind=box.output_kind, num_classes=num_classes)
+                         output_kind=box.output_kind, num_classes=num_classes,
+                         classes_name=box.classes_name)
   else:
     model = HttpBlackBox(
         box.url, box.model_name, InputSpec.from_config(box.input), input_name=box.input_name,
         output_name=box.output_name, output_kind=box.output_kind, num_classes=num_classes,
-        batch_size=box.batch_size, api_key_env=box.api_key_env, timeout_s=box.timeout_s,
-        max_retries=box.max_retries, backoff_s=box.backoff_s, max_backoff_s=box.max_backoff_s)
+        classes_name=box.classes_name, batch_size=box.batch_size, api_key_env=box.api_key_env,
+        timeout_s=box.timeout_s, max_retries=box.max_retries, backoff_s=box.backoff_s,
+        max_backoff_s=box.max_backoff_s)
   if config.query.cosine and true_gradient is None:
     raise ValueError("config.query.cosine needs the true gradient, which only a JAX model "
                      "(config.black_box.kind='jax') has.")

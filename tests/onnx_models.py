@@ -1,8 +1,9 @@
 """Small real ONNX classifiers for tests, written with ``onnx.helper``.
 
-``linear_classifier`` computes ``logits = flatten(x) @ W + b`` and
-``probabilities = softmax(logits)`` over an ``[N, *input_shape]`` float input, and
-exposes the ``outputs`` asked for.
+``linear_classifier`` computes ``logits = flatten(x) @ W + b``,
+``probabilities = softmax(logits)`` and the 2 most probable classes, ``top_scores``
+and ``top_classes``, over an ``[N, *input_shape]`` float input, and exposes the
+``outputs`` asked for.
 """
 from pathlib import Path
 
@@ -20,14 +21,17 @@ def linear_classifier(path: Path, *, input_shape: tuple[int, int, int], num_clas
   bias = rng.normal(0, 0.1, num_classes).astype(np.float32)
   nodes = [helper.make_node("Flatten", [input_name], ["flat"], axis=1),
            helper.make_node("Gemm", ["flat", "W", "b"], ["logits"])]
-  if "probabilities" in outputs:
-    nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
+  nodes += [helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+            helper.make_node("TopK", ["probabilities", "k"], ["top_scores", "top_classes"], axis=1)]
+  types = {"top_classes": TensorProto.INT64}
+  widths = {"top_scores": 2, "top_classes": 2}
   graph = helper.make_graph(
       nodes, "linear_classifier",
       [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", *input_shape])],
-      [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", num_classes])
-       for name in outputs],
-      initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b")])
+      [helper.make_tensor_value_info(name, types.get(name, TensorProto.FLOAT),
+                                     ["N", widths.get(name, num_classes)]) for name in outputs],
+      initializer=[numpy_helper.from_array(weights, "W"), numpy_helper.from_array(bias, "b"),
+                   numpy_helper.from_array(np.array([2], np.int64), "k")])
   model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
   model.ir_version = 8
   onnx.checker.check_model(model)

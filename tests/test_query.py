@@ -15,8 +15,9 @@ from skimage import data as skimage_data
 from configs import query as query_configs
 from dfm import data, loop, models, runs
 from dfm.black_box import (BlackBox, JaxBlackBox, TopKBlackBox, check_probabilities, fill_unknown,
-                           known_true_class_probability)
+                           known_true_class_probability, scatter_top_k)
 from dfm.data.lfw_subset import load_labels
+from dfm.kserve import HttpBlackBox
 from dfm.model_input import InputSpec
 from dfm.onnx_model import OnnxBlackBox, resolve_model_path, softmax
 from dfm.query_dft import init_query_state, make_query_step
@@ -423,3 +424,45 @@ def test_kfold_selects_on_validation_and_reports_test(tmp_path):
   scored = {lr: json.loads((tmp_path / "runs" / "fold2" / f"dft.lr={lr}" / "metrics.json")
                            .read_text())["val"]["after"]["accuracy"] for lr in ("0.1", "0.3")}
   assert scored[chosen.removeprefix("dft.lr=")] == max(scored.values())
+
+
+def _top_k_reference(weights, bias, images):
+  full = softmax(images.reshape(len(images), -1) @ weights + bias)
+  expected = np.full_like(full, np.nan)
+  top = np.argsort(-full, axis=1)[:, :2]
+  np.put_along_axis(expected, top, np.take_along_axis(full, top, axis=1), axis=1)
+  return expected
+
+
+def test_models_that_answer_only_their_top_k_classes(tmp_path):
+  """A real top-k model (an ONNX TopK), run here and behind the KServe V2 server."""
+  path = tmp_path / "top2.onnx"
+  weights, bias = linear_classifier(path, input_shape=(3, 4, 4), num_classes=4,
+                                    outputs=("top_scores", "top_classes"))
+  spec = InputSpec.from_config(PLAIN)
+  names = {"input_name": "images", "output_name": "top_scores", "output_kind": "probabilities",
+           "num_classes": 4, "classes_name": "top_classes"}
+  images = _images(6, (4, 4, 3))
+  expected = _top_k_reference(weights, bias, images.transpose(0, 3, 1, 2))
+  np.testing.assert_allclose(OnnxBlackBox(path, spec, **names)(images), expected, atol=1e-5)
+  server = make_server(path, model_name="top2", port=0)
+  server.serve_in_background()
+  try:
+    model = HttpBlackBox(server.url, "top2", spec, batch_size=4, **names)
+    np.testing.assert_allclose(model(images), expected, atol=1e-5)
+    assert model.counts == {"calls": 2, "images": 6, "failures": 0}
+  finally:
+    server.close()
+  with pytest.raises(ValueError, match="must answer probabilities"):
+    OnnxBlackBox(path, spec, **{**names, "output_kind": "logits"})
+  with pytest.raises(ValueError, match="no output named 'classes'"):
+    OnnxBlackBox(path, spec, **{**names, "classes_name": "classes"})
+
+
+@pytest.mark.parametrize("classes, message", [
+    ([[0, 0]], "not distinct"), ([[0, 4]], "not distinct"), ([[0.5, 1]], "not distinct"),
+    ([[0, 1, 2]], "same"),
+])
+def test_bad_top_k_replies_are_refused(classes, message):
+  with pytest.raises(ValueError, match=message):
+    scatter_top_k(classes, [[0.6, 0.3]], 4, source="api")
