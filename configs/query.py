@@ -29,10 +29,12 @@ GENDER_V1_INPUT = {"size": (32, 32), "channels": 3, "channel_order": "RGB", "lay
                    "pixel_max": 255.0, "mean": (122.782, 117.001, 104.298), "scale": 1 / 256}
 LOW_NOISE = {"digits": (7, 7, 1), "gender_v1": (8, 8, 1)}
 # Digits, chosen on uci_digits validation with a budget of 10^5 queries (README): the
-# batch images and directions of a step (2 x 20 x 10 = 400 queries either way), and
-# epochs that outlast the budget.
-DIGITS_STEPS = {"full": {"batch_size": 20, "epochs": 4}, "low": {"batch_size": 10, "epochs": 2}}
+# batch images and directions of a step (2 x 20 x 10 = 400 probes either way), whether
+# to probe only the images whose true class scores below a focus, and epochs that
+# outlast the budget.
+DIGITS_STEPS = {"full": {"batch_size": 20, "epochs": 8}, "low": {"batch_size": 10, "epochs": 2}}
 DIGITS_DIRECTIONS = {"full": 10, "low": 20}
+DIGITS_FOCUS = {"full": 0.9, "low": 0.0}
 
 
 def query_options(estimator: str) -> ml_collections.ConfigDict:
@@ -43,6 +45,7 @@ def query_options(estimator: str) -> ml_collections.ConfigDict:
       "scale": 0.05,            # c: probe noises N +- c d
       "share_directions": True, # one set of directions for the whole batch
       "images_per_step": 0,     # cap on images scored per step (0: 2q x batch)
+      "focus": 0.0,             # probe only images whose true class scores below this (0: all)
       "cosine": False,          # log cos(estimate, true gradient); JAX models only
   })
 
@@ -79,7 +82,7 @@ def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
     config.classifier_dir = "runs/demo/classifier"
     config.dft = digits.data_finetuning("uci_digits")
     config.dft.update(updates_per_batch=1, lr=0.1, **DIGITS_STEPS[arg.noise])
-    config.query.directions = DIGITS_DIRECTIONS[arg.noise]
+    config.query.update(directions=DIGITS_DIRECTIONS[arg.noise], focus=DIGITS_FOCUS[arg.noise])
   else:
     dataset, shape = faces.face_dataset(arg, "lfw_subset")
     config.model = ml_collections.ConfigDict({"num_classes": 2, "input_shape": shape})

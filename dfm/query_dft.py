@@ -123,34 +123,41 @@ def _rows_to_send(batch: Batch, limit: int) -> tuple[np.ndarray, np.ndarray]:
 def make_query_step(model: BlackBox, optimizer: optax.GradientTransformation, *, lam: float,
                     estimator: str, num_directions: int, scale: float, kind: str = "tanh",
                     class_term: str = "hinge", share_directions: bool = True,
-                    images_per_step: int = 0,
+                    images_per_step: int = 0, focus: float = 0.0,
                     true_gradient: TrueGradient | None = None) -> QueryStep:
   """Returns the host step ``step(state, batch) -> (state, metrics)`` of query-only DFT.
 
   One call of ``model`` per step, on ``2q * B`` probes; ``B`` is the batch's real
   images, capped to ``images_per_step // 2q`` if ``images_per_step`` is set. The
   model is only called, on host arrays: nothing differentiates through it.
+  ``focus`` (0: off) first scores the batch under the current noise (``B`` more
+  images, a second call) and probes only the images whose true class scores below
+  ``focus``; settled images add almost nothing to the hinge's gradient but would
+  cost ``2q`` queries each. The estimate is scaled by the share probed.
   ``true_gradient`` (a white-box ``d C / d noise``) adds the diagnostic metric
   ``cosine``, the cosine between the estimate and the true gradient of ``C``.
 
   Metrics: ``loss``, ``class_term`` (mean over the probes), ``appearance``,
   ``accuracy`` (top-1 over the probes), ``grad_norm``, ``noise_l2``,
-  ``noise_linf``, and the ledger ``queries_calls``, ``queries_images``,
-  ``queries_failures``.
+  ``noise_linf``, ``probed_share``, and the ledger ``queries_calls``,
+  ``queries_images``, ``queries_failures``.
   """
   if images_per_step and images_per_step < 2 * num_directions:
     raise ValueError(f"config.query.images_per_step={images_per_step} cannot pay for one "
                      f"image under {2 * num_directions} probes: raise it or lower "
                      "config.query.directions.")
+  perturb_jit = jax.jit(perturb, static_argnames="kind")
   probe = jax.jit(functools.partial(
       probe_images, estimator=estimator, num_directions=num_directions, scale=scale,
       share_directions=share_directions, kind=kind))
 
   @jax.jit
-  def finish(state, images, labels, probabilities, directions):
-    """The update from the probes' scores; ``state`` is ``{"noise", "opt", "step"}``."""
+  def finish(state, images, labels, probabilities, directions, share):
+    """The update from the probes' scores; ``state`` is ``{"noise", "opt", "step"}``;
+    ``share`` is the fraction of the batch probed (the rest count as settled)."""
     class_grad, values = class_gradient(probabilities, labels, directions, scale=scale,
                                         class_term=class_term, share_directions=share_directions)
+    class_grad = share * class_grad
     app_grad, appearance = appearance_gradient(state["noise"], images, lam=lam, kind=kind)
     grads = class_grad + app_grad
     updates, opt = optimizer.update(grads, state["opt"], state["noise"])
@@ -164,16 +171,29 @@ def make_query_step(model: BlackBox, optimizer: optax.GradientTransformation, *,
     return {"noise": noise, "opt": opt, "step": state["step"] + 1}, metrics, class_grad
 
 
+  def unsettled(state, images, labels):
+    """The images whose true class still scores below ``focus`` (at least one)."""
+    scores = model(np.asarray(perturb_jit(images, state["noise"], kind=kind)))
+    true_prob = np.asarray(known_true_class_probability(scores, labels))
+    keep = true_prob < focus
+    keep[np.argmin(true_prob)] = True
+    return images[keep], labels[keep], keep.mean()
+
   def step(state: DftState, batch: Batch) -> tuple[DftState, Metrics]:
     images, labels = _rows_to_send(batch, images_per_batch(
         len(batch["label"]), num_directions, images_per_step))
     key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
-    probes, directions = probe(images, state["noise"], key)
     model.counts = ledger_ints(state["queries"])
+    share = 1.0
+    if focus:
+      images, labels, share = unsettled(state, images, labels)
+    probes, directions = probe(images, state["noise"], key)
     probabilities = model(np.asarray(probes))
     queries = ledger_arrays(model.counts)
     updated, metrics, class_grad = finish({k: state[k] for k in ("noise", "opt", "step")},
-                                          images, labels, probabilities, directions)
+                                          images, labels, probabilities, directions,
+                                          np.float32(share))
+    metrics["probed_share"] = share
     if true_gradient is not None:
       metrics["cosine"] = _cosine(class_grad, true_gradient(state["noise"], images, labels))
     metrics.update({f"queries_{name}": value for name, value in queries.items()})

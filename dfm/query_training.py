@@ -84,6 +84,8 @@ def check_query(config: ml_collections.ConfigDict, model: BlackBox, validation_s
   if query.directions < 1 or not query.scale > 0:
     raise ValueError(f"config.query needs directions >= 1 and scale > 0, got "
                      f"{query.directions} and {query.scale}.")
+  if not 0 <= query.focus <= 1:
+    raise ValueError(f"config.query.focus={query.focus} must be in [0, 1] (0: probe every image).")
   if query.images_per_step < 0 or 0 < query.images_per_step < 2 * query.directions:
     raise ValueError(f"config.query.images_per_step={query.images_per_step} must be 0 (no cap) "
                      f"or at least 2 x directions = {2 * query.directions}.")
@@ -130,10 +132,12 @@ def _budget_stop(config: ml_collections.ConfigDict, model: BlackBox, validation_
                  total_batches: int):
   """``stop_when(state, done)``: True when the next batch would pass the budget."""
   schedule, query = config.dft, config.query
-  probes = 2 * query.directions * images_per_batch(schedule.batch_size, query.directions,
-                                                   query.images_per_step)
-  step_images = probes * schedule.updates_per_batch
-  step_calls = model.calls_for(probes) * schedule.updates_per_batch
+  batch = images_per_batch(schedule.batch_size, query.directions, query.images_per_step)
+  screened = batch if query.focus else 0  # Scored first under the current noise.
+  probes = 2 * query.directions * batch
+  step_images = (screened + probes) * schedule.updates_per_batch
+  step_calls = (model.calls_for(screened) * bool(screened) + model.calls_for(probes)) \
+      * schedule.updates_per_batch
   val_images, val_calls = _validation_cost(model, validation_size, config.eval_batch_size)
   log_every = config.log_every // schedule.updates_per_batch
 
@@ -176,7 +180,7 @@ def fit_noise_by_queries(config: ml_collections.ConfigDict, model: BlackBox,
       class_term=schedule.class_term, estimator=query.estimator,
       num_directions=query.directions, scale=query.scale,
       share_directions=query.share_directions, images_per_step=query.images_per_step,
-      true_gradient=true_gradient)
+      focus=query.focus, true_gradient=true_gradient)
   selection = _Selection(config, model, sources["validation"])
   mngr, log_file = checkpoint.manager(run_dir / "checkpoints"), run_dir / "metrics.jsonl"
   if mngr.latest_step() is None:

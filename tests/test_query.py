@@ -314,6 +314,7 @@ def test_call_budget(tiny_model, digits, data_dir, tmp_path):
     ({"query.estimator": "sspa"}, "config.query.estimator='sspa'"),
     ({"query.scale": 0.0}, "scale > 0"),
     ({"query.images_per_step": 3}, "images_per_step=3"),
+    ({"query.focus": 1.5}, "focus=1.5"),
 ])
 def test_bad_query_settings_are_refused_before_any_query(tiny_model, data_dir, tmp_path,
                                                          monkeypatch, overrides, message):
@@ -343,7 +344,7 @@ class _FailingOnCall(JaxBlackBox):
 
 def test_queries_spent_before_a_failure_stay_in_the_ledger(tiny_model, digits, data_dir,
                                                            tmp_path):
-  config = _digits_config(data_dir, **{"budget.queries": 1500})
+  config = _digits_config(data_dir, **{"budget.queries": 1500, "query.focus": 0.0})
   straight = fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10), digits,
                                   tmp_path / "straight")
   with pytest.raises(RuntimeError, match="went away"):
@@ -466,3 +467,25 @@ def test_models_that_answer_only_their_top_k_classes(tmp_path):
 def test_bad_top_k_replies_are_refused(classes, message):
   with pytest.raises(ValueError, match=message):
     scatter_top_k(classes, [[0.6, 0.3]], 4, source="api")
+
+
+class _Brightness(BlackBox):
+  """Two classes: P(class 0) is the image's mean pixel."""
+
+  num_classes = 2
+
+  def _score(self, images):
+    self._count_call(len(images))
+    bright = images.reshape(len(images), -1).mean(axis=1)
+    return np.stack([bright, 1 - bright], axis=1)
+
+
+def test_focus_probes_only_the_unsettled_images():
+  model = _Brightness()
+  images = np.stack([np.full((4, 4, 1), v, np.float32) for v in (0.1, 0.2, 0.3, 0.7, 0.8, 0.9)])
+  step = make_query_step(model, optax.adam(0.1), lam=0.01, estimator="nes", num_directions=2,
+                         scale=0.05, focus=0.5)
+  _, metrics = step(init_query_state((4, 4, 1), optax.adam(0.1), seed=0),
+                    {"image": images, "label": np.zeros(6, int)})
+  assert float(metrics["probed_share"]) == 0.5  # The three images below 0.5 are probed.
+  assert model.counts == {"calls": 2, "images": 6 + 2 * 2 * 3, "failures": 0}
