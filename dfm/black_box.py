@@ -19,6 +19,7 @@ Example::
   probabilities = model(images)          # np.ndarray [N, num_classes]
   model.counts                           # {"calls": 1, "images": N, "failures": 0}
 """
+import abc
 from collections.abc import Callable
 from typing import Any
 
@@ -107,7 +108,7 @@ def check_images(images: Any) -> np.ndarray:
   return values
 
 
-class BlackBox:
+class BlackBox(abc.ABC):
   """A model scored by queries only: ``model(images) -> probabilities``, counted.
 
   Subclasses implement ``_score(images) -> probabilities`` and set
@@ -120,8 +121,9 @@ class BlackBox:
   def __init__(self) -> None:
     self.counts = dict.fromkeys(COUNTS, 0)
 
+  @abc.abstractmethod
   def _score(self, images: np.ndarray) -> np.ndarray:
-    raise NotImplementedError
+    """The model's probabilities for ``images``, counted with :meth:`_count_call`."""
 
   def calls_for(self, num_images: int) -> int:
     """Calls that scoring ``num_images`` images at once takes (one, unless batched)."""

@@ -44,7 +44,8 @@ from absl import logging
 
 from dfm.black_box import BlackBox, check_probabilities, scatter_top_k
 from dfm.model_input import InputSpec
-from dfm.onnx_model import OUTPUT_KINDS, check_top_k, softmax
+from dfm.onnx_model import (OUTPUT_KINDS, check_class_dims, check_input_dims, check_top_k,
+                            softmax)
 
 DATATYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}
 _NUMBER = (int, float)
@@ -214,12 +215,8 @@ def check_metadata(metadata: Any, *, spec: InputSpec, input_name: str, output_na
     raise ValueError(f"{source} sent metadata that is not a JSON object.")
   entry = find_tensor(metadata.get("inputs"), input_name, source=source, what="input",
                       field="input_name")
-  dims, expected = _metadata_dims(entry, source), [None, *spec.shape]
-  if len(dims) != 4 or any(d is not None and d != e for d, e in zip(dims[1:], expected[1:])):
-    shown = [-1 if d is None else d for d in dims]
-    raise ValueError(f"{source} has input {input_name!r} of shape {shown}, but "
-                     f"config.black_box.input declares {spec.layout} {[-1, *spec.shape]}: fix "
-                     "its layout, channels or size.")
+  check_input_dims(_metadata_dims(entry, source), spec,
+                   source=f"{source}: its input {input_name!r}")
   entry = find_tensor(metadata.get("outputs"), output_name, source=source, what="output",
                       field="output_name")
   dims = _metadata_dims(entry, source)
@@ -228,10 +225,7 @@ def check_metadata(metadata: Any, *, spec: InputSpec, input_name: str, output_na
                           field="classes_name")
     check_top_k(dims, _metadata_dims(classes, source), output_kind, num_classes, source=source)
     return
-  if len(dims) != 2 or dims[1] not in (None, num_classes):
-    shown = [-1 if d is None else d for d in dims]
-    raise ValueError(f"{source} has output {output_name!r} of shape {shown}; "
-                     f"config.model.num_classes={num_classes} needs [-1, {num_classes}].")
+  check_class_dims(dims, num_classes, source=f"{source}: its output {output_name!r}")
 
 
 def retry_after_s(value: str | None) -> float | None:

@@ -70,14 +70,33 @@ def _named(values, name: str, what: str, field: str):
   return by_name[name]
 
 
-def check_input(graph: onnx.GraphProto, name: str, spec: InputSpec) -> None:
-  """The graph's input ``name`` takes ``[N, *spec.shape]`` (symbolic sizes accepted)."""
-  dims = _dims(_named(graph.input, name, "input", "input_name"))
+def _shown(dims: list[int | None]) -> list[int]:
+  return [-1 if d is None else d for d in dims]
+
+
+def check_input_dims(dims: list[int | None], spec: InputSpec, *, source: str) -> None:
+  """A model input of ``dims`` (None: symbolic) takes ``[N, *spec.shape]``.
+
+  Shared by the ONNX graph and a server's metadata.
+  """
   expected = [None, *spec.shape]
   if len(dims) != 4 or any(d is not None and d != e for d, e in zip(dims[1:], expected[1:])):
     raise ValueError(
-        f"The ONNX input {name!r} has shape {dims} but config.black_box.input declares "
-        f"{spec.layout} {expected}: fix its layout, channels or size.")
+        f"{source} has shape {_shown(dims)} but config.black_box.input declares "
+        f"{spec.layout} {_shown(expected)}: fix its layout, channels or size.")
+
+
+def check_class_dims(dims: list[int | None], num_classes: int, *, source: str) -> None:
+  """A model output of ``dims`` (None: symbolic) is ``[N, num_classes]``."""
+  if len(dims) != 2 or dims[1] not in (None, num_classes):
+    raise ValueError(f"{source} has shape {_shown(dims)}; config.model.num_classes="
+                     f"{num_classes} needs [-1, {num_classes}].")
+
+
+def check_input(graph: onnx.GraphProto, name: str, spec: InputSpec) -> None:
+  """The graph's input ``name`` takes ``[N, *spec.shape]`` (symbolic sizes accepted)."""
+  check_input_dims(_dims(_named(graph.input, name, "input", "input_name")), spec,
+                   source=f"The ONNX input {name!r}")
 
 
 def check_output(graph: onnx.GraphProto, name: str, kind: str, num_classes: int, *,
@@ -94,9 +113,7 @@ def check_output(graph: onnx.GraphProto, name: str, kind: str, num_classes: int,
     check_top_k(dims, _dims(_named(graph.output, classes_name, "output", "classes_name")),
                 kind, num_classes, source=f"The ONNX output {name!r}")
     return
-  if len(dims) != 2 or dims[1] not in (None, num_classes):
-    raise ValueError(f"The ONNX output {name!r} has shape {dims}; config.model.num_classes="
-                     f"{num_classes} needs [N, {num_classes}].")
+  check_class_dims(dims, num_classes, source=f"The ONNX output {name!r}")
   producers = [node.op_type for node in graph.node if name in node.output]
   is_softmax = bool(producers) and producers[0] in _SOFTMAX_OPS
   if is_softmax != (kind == "probabilities"):

@@ -35,7 +35,7 @@ import numpy as np
 import optax
 
 from dfm import estimators, losses
-from dfm.black_box import (BlackBox, known_true_class_probability, ledger_arrays,
+from dfm.black_box import (COUNTS, BlackBox, known_true_class_probability, ledger_arrays,
                            ledger_ints)
 from dfm.dft import Batch, DftState, Metrics, init_state
 from dfm.transform import perturb
@@ -50,7 +50,7 @@ def init_query_state(noise_shape: tuple[int, ...], optimizer: optax.GradientTran
   """:func:`dfm.dft.init_state` plus the RNG ``key`` data and a zero query ledger."""
   return {**init_state(noise_shape, optimizer),
           "key": jax.random.key_data(jax.random.key(seed)),
-          "queries": ledger_arrays(dict.fromkeys(("calls", "images", "failures"), 0))}
+          "queries": ledger_arrays(dict.fromkeys(COUNTS, 0))}
 
 
 def probe_images(images: jax.Array, noise: jax.Array, key: jax.Array, *, estimator: str,
@@ -169,7 +169,6 @@ def make_query_step(model: BlackBox, optimizer: optax.GradientTransformation, *,
                "grad_norm": optax.tree.norm(grads), "noise_l2": optax.tree.norm(noise),
                "noise_linf": jnp.max(jnp.abs(noise))}
     return {"noise": noise, "opt": opt, "step": state["step"] + 1}, metrics, class_grad
-
 
   def unsettled(state, images, labels):
     """The images whose true class still scores below ``focus`` (at least one)."""

@@ -19,7 +19,6 @@ Example::
   state = fit_noise_by_queries(config, model, sources, Path("runs/q"))
   state["best"]["noise"], state["queries"]["images"]
 """
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -29,13 +28,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dfm import checkpoint, estimators, loop, runs
+from dfm import checkpoint, estimators, loop, losses, runs
 from dfm.black_box import BlackBox, fill_unknown, ledger_arrays, ledger_ints
 from dfm.dft import Batch, DftState
 from dfm.evaluate import EvalStep
 from dfm.optim import make_optimizer
-from dfm.report import save_queries_png
 from dfm.query_dft import TrueGradient, images_per_batch, init_query_state, make_query_step
+from dfm.report import save_queries_png
+from dfm.tables import write_csv
 from dfm.training import noise_shape, train_batches
 from dfm.transform import perturb
 
@@ -54,7 +54,7 @@ def make_black_box_eval_step(model: BlackBox, *, kind: str) -> EvalStep:
   @jax.jit
   def perturbed_and_error(noise, images):
     perturbed = perturb(images, noise, kind=kind)
-    return perturbed, jnp.square(images - perturbed).reshape(len(images), -1).sum(1)
+    return perturbed, losses.squared_distance_per_image(images=images, perturbed=perturbed)
 
   def eval_step(params: Any, noise: Any, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
     del params
@@ -232,10 +232,8 @@ def write_query_curve(run_dir: Path) -> list[dict[str, float]]:
   records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
   rows = [{field: record[field] for field in CURVE_FIELDS}
           for record in records if "val_accuracy" in record]
-  with (run_dir / "queries.csv").open("w", newline="") as handle:
-    writer = csv.DictWriter(handle, fieldnames=CURVE_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
+  write_csv(run_dir / "queries.csv", CURVE_FIELDS,
+            [[row[field] for field in CURVE_FIELDS] for row in rows])
   save_queries_png(rows, run_dir / "queries.png")
   return rows
 
