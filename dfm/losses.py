@@ -2,25 +2,87 @@
 
 Every term returns a scalar: a (weighted) mean over the batch. ``weights`` (one per
 example, e.g. a 0/1 mask that hides padding rows) default to all ones.
+
+The classification term of DFT is a name of :data:`CLASS_TERMS` or any per-image
+function ``class_term(*, logits, labels) -> [B]``; :func:`get_class_term` resolves
+a name once, outside traced code.
 """
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
 
-CLASS_TERMS: tuple[str, ...] = ("hinge", "xent")
+ClassTerm = Callable[..., jax.Array]
+# The smallest probability whose log a query-only class term takes (log 0 is -inf).
+_MIN_PROB = 1e-12
 
 
 def weighted_mean(values: jax.Array, weights: jax.Array | None = None) -> jax.Array:
-  """Returns ``sum_k w_k v_k / max(sum_k w_k, 1)``; the plain mean without weights.
+  """Returns ``sum_k w_k v_k / sum_k w_k`` (0 when every weight is 0); the plain mean
+  without weights. Exact for any non-negative weights, fractional ones included.
 
   Example::
 
-    weighted_mean(jnp.array([1., 3.]), jnp.array([1., 0.]))  # 1.0
+    weighted_mean(jnp.array([1., 3.]), jnp.array([1., 0.]))      # 1.0
+    weighted_mean(jnp.array([1., 3.]), jnp.array([0.25, 0.25]))  # 2.0
   """
   if weights is None:
     return jnp.mean(values)
   weights = weights.astype(values.dtype)
-  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+  total = jnp.sum(weights)
+  safe_total = jnp.where(total > 0, total, 1.0)
+  return jnp.where(total > 0, jnp.sum(values * weights) / safe_total, 0.0)
+
+
+def _true_class(values: jax.Array, labels: jax.Array) -> jax.Array:
+  """``values[k, y_k]`` of every row ``k``."""
+  return jnp.take_along_axis(values, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
+def hinge_per_image(*, logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """``max(0, 1 - y_k^T softmax(logits_k))`` = ``1 - p_true`` of every image (Eq. 12).
+
+  Example::
+
+    hinge_per_image(logits=jnp.log(jnp.array([[0.9, 0.1]])), labels=jnp.array([0]))  # [0.1]
+  """
+  return jnp.maximum(0.0, 1.0 - _true_class(jax.nn.softmax(logits), labels))
+
+
+def xent_per_image(*, logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """``-log softmax(logits_k)[y_k]`` of every image.
+
+  Example::
+
+    xent_per_image(logits=jnp.zeros((1, 4)), labels=jnp.array([2]))  # [log 4]
+  """
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32))
+
+
+# Each built-in term also gives its value from the true-class probability alone,
+# exactly (query-only DFT has no logits): ``term.of_true_prob(p) -> [B]``.
+hinge_per_image.of_true_prob = lambda p: jnp.maximum(0.0, 1.0 - p)
+xent_per_image.of_true_prob = lambda p: -jnp.log(jnp.maximum(p, _MIN_PROB))
+CLASS_TERMS: dict[str, ClassTerm] = {"hinge": hinge_per_image, "xent": xent_per_image}
+
+
+def get_class_term(class_term: str | ClassTerm) -> ClassTerm:
+  """The per-image class term for a name of :data:`CLASS_TERMS`, or ``class_term`` itself.
+
+  Example::
+
+    get_class_term("hinge") is hinge_per_image  # True
+    get_class_term(lambda *, logits, labels: -logits[:, 0])  # a term of your own
+
+  Raises:
+    ValueError: an unknown name.
+  """
+  if callable(class_term):
+    return class_term
+  if class_term not in CLASS_TERMS:
+    raise ValueError(f"Unknown class_term {class_term!r}; choose one of {tuple(CLASS_TERMS)}.")
+  return CLASS_TERMS[class_term]
 
 
 def true_class_hinge(
@@ -40,8 +102,7 @@ def true_class_hinge(
     labels: ``[B]`` integer classes.
     weights: optional ``[B]`` per-example weights.
   """
-  true_prob = jnp.take_along_axis(probs, labels[:, None].astype(jnp.int32), axis=1)[:, 0]
-  return weighted_mean(jnp.maximum(0.0, 1.0 - true_prob), weights)
+  return weighted_mean(jnp.maximum(0.0, 1.0 - _true_class(probs, labels)), weights)
 
 
 def squared_distance_per_image(*, images: jax.Array, perturbed: jax.Array) -> jax.Array:
@@ -87,8 +148,7 @@ def softmax_xent(
 
     softmax_xent(logits=jnp.zeros((1, 4)), labels=jnp.array([2]))  # log(4)
   """
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels.astype(jnp.int32))
-  return weighted_mean(losses, weights)
+  return weighted_mean(xent_per_image(logits=logits, labels=labels), weights)
 
 
 def accuracy(
@@ -111,14 +171,15 @@ def dft_objective(
     images: jax.Array,
     perturbed: jax.Array,
     lam: float,
-    class_term: str = "hinge",
+    class_term: str | ClassTerm = "hinge",
     weights: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The DFT objective (Eq. 11-12): ``class_term + lam * appearance_distance``.
+  """The DFT objective (Eq. 11-12): ``mean_k class_term_k + lam * appearance_distance``.
 
-  ``class_term`` is the paper's true-class hinge on probabilities (``"hinge"``) or
-  softmax cross-entropy (``"xent"``). ``logits`` are the frozen classifier's output
-  on ``perturbed``.
+  ``class_term`` is a name of :data:`CLASS_TERMS` (the paper's true-class hinge
+  ``"hinge"``, or softmax cross-entropy ``"xent"``) or a per-image function
+  ``(*, logits, labels) -> [B]``. ``logits`` are the frozen classifier's output on
+  ``perturbed``.
 
   Example::
 
@@ -130,30 +191,30 @@ def dft_objective(
   Returns:
     ``(loss, terms)`` with ``terms = {"class_term", "appearance"}``.
   """
-  if class_term == "hinge":
-    classification = true_class_hinge(
-        probs=jax.nn.softmax(logits), labels=labels, weights=weights)
-  elif class_term == "xent":
-    classification = softmax_xent(logits=logits, labels=labels, weights=weights)
-  else:
-    raise ValueError(f"Unknown class_term {class_term!r}; choose one of {CLASS_TERMS}.")
+  per_image = get_class_term(class_term)(logits=logits, labels=labels)
+  classification = weighted_mean(per_image, weights)
   appearance = appearance_distance(images=images, perturbed=perturbed, weights=weights)
   loss = classification + lam * appearance
   return loss, {"class_term": classification, "appearance": appearance}
 
 
-def class_term_per_image(*, true_prob: jax.Array, class_term: str = "hinge") -> jax.Array:
+def class_term_per_image(*, true_prob: jax.Array,
+                         class_term: str | ClassTerm = "hinge") -> jax.Array:
   """The class term of each image from its true-class probability alone (query-only DFT).
 
-  ``hinge``: ``1 - p_y`` (Eq. 12); ``xent``: ``-log p_y``. A black box that only
-  returns scores gives exactly these, with no logits.
+  A black box that only returns scores gives ``p_y`` and no logits. ``hinge`` gives
+  ``1 - p_y`` (Eq. 12) and ``xent`` ``-log p_y`` exactly (their ``of_true_prob``);
+  a term of one's own without ``of_true_prob`` is evaluated on the two classes
+  "true" and "the rest", logits ``[log p_y, log(1 - p_y)]`` with label 0. ``p_y``
+  is taken as at least 1e-12.
 
   Example::
 
     class_term_per_image(true_prob=jnp.array([0.9, 0.25]), class_term="xent")  # [0.105, 1.386]
   """
-  if class_term == "hinge":
-    return jnp.maximum(0.0, 1.0 - true_prob)
-  if class_term == "xent":
-    return -jnp.log(jnp.maximum(true_prob, 1e-12))
-  raise ValueError(f"Unknown class_term {class_term!r}; choose one of {CLASS_TERMS}.")
+  term = get_class_term(class_term)
+  if hasattr(term, "of_true_prob"):
+    return term.of_true_prob(true_prob)
+  true_prob = jnp.clip(true_prob, _MIN_PROB, 1.0)
+  logits = jnp.stack([jnp.log(true_prob), jnp.log1p(-true_prob)], axis=-1)
+  return term(logits=logits, labels=jnp.zeros(true_prob.shape, jnp.int32))

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dfm.dft import Batch, UpdateStep
+from dfm.types import Batch, PyTree, UpdateStep
 from dfm.xla import compiler_options
 
 DATA_AXIS = "data"
@@ -25,12 +25,16 @@ PARALLEL_MODES = ("auto", "single", "sharded", "pmap")
 def jit_step(step: UpdateStep) -> UpdateStep:
   """Compiles ``step`` once for one device; the state's buffers are donated.
 
+  The batch is put on the device explicitly; state and params are expected
+  there already (:func:`place`), so a step copies nothing else from the host.
+
   Example::
 
     step = jit_step(make_update_step(apply_fn, optax.adam(1e-2), lam=0.01))
     state, metrics = step(state, params, batch)  # ``state`` is consumed
   """
-  return jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
+  compiled = jax.jit(step, donate_argnums=0, compiler_options=compiler_options())
+  return lambda state, params, batch: compiled(state, params, jax.device_put(batch))
 
 
 def _check_divisible(batch: Batch, num_devices: int) -> None:
@@ -71,7 +75,7 @@ def sharded_jit_step(step: UpdateStep, mesh: Mesh) -> UpdateStep:
 
   def run(state, params, batch):
     _check_divisible(batch, mesh.size)
-    return compiled(state, params, batch)
+    return compiled(state, params, jax.device_put(batch, by_example))
 
   return run
 
@@ -82,8 +86,8 @@ def pmap_step(make_step: Callable[[str], UpdateStep], devices: list[jax.Device] 
   ``make_step(axis_name)`` must build the step with that ``axis_name`` so that it
   averages gradients across devices, e.g.
   ``lambda axis: make_update_step(apply_fn, opt, lam=0.01, axis_name=axis)``.
-  State and params go in unreplicated and come out unreplicated; the batch is
-  cut into ``len(devices)`` equal slices along its first axis.
+  State and params go in whole (:func:`place` replicates them once) and come out
+  whole; the batch is cut into ``len(devices)`` equal slices along its first axis.
 
   Example::
 
@@ -103,6 +107,29 @@ def pmap_step(make_step: Callable[[str], UpdateStep], devices: list[jax.Device] 
   return run
 
 
+def resolve_mode(mode: str) -> str:
+  """``mode`` with ``auto`` made concrete: ``sharded`` over several devices, else ``single``."""
+  if mode not in PARALLEL_MODES:
+    raise ValueError(f"Unknown parallel mode {mode!r}; choose one of {PARALLEL_MODES}.")
+  if mode == "auto":
+    return "sharded" if jax.device_count() > 1 else "single"
+  return mode
+
+
+def place(tree: PyTree, mode: str) -> PyTree:
+  """Puts ``tree`` (the frozen params, a state) once where the steps of ``mode`` read it:
+  replicated over the ``"data"`` mesh of all devices for ``sharded`` and ``pmap``
+  (whose replicated outputs live there too), else committed to the first device,
+  like every output of a single-device step, so the step compiles once.
+
+  Example::
+
+    params = place(params, "sharded")   # every step then reads it where it is
+  """
+  if resolve_mode(mode) in ("sharded", "pmap"):
+    return jax.device_put(tree, NamedSharding(data_mesh(), PartitionSpec()))
+  return jax.device_put(tree, jax.devices()[0])
+
 
 def select_step(mode: str, make_step: Callable[[str | None], UpdateStep]) -> UpdateStep:
   """The compiled step for ``mode``: ``single``, ``sharded``, ``pmap`` or ``auto``.
@@ -111,12 +138,9 @@ def select_step(mode: str, make_step: Callable[[str | None], UpdateStep]) -> Upd
   ``make_step(axis_name)`` builds the pure step (``axis_name`` is None except
   under ``pmap``).
   """
-  if mode == "auto":
-    mode = "sharded" if jax.device_count() > 1 else "single"
+  mode = resolve_mode(mode)
   if mode == "single":
     return jit_step(make_step(None))
   if mode == "sharded":
     return sharded_jit_step(make_step(None), data_mesh())
-  if mode == "pmap":
-    return pmap_step(make_step)
-  raise ValueError(f"Unknown parallel mode {mode!r}; choose one of {PARALLEL_MODES}.")
+  return pmap_step(make_step)

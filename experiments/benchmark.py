@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
@@ -67,14 +68,15 @@ def benchmark(config, repeats: int) -> dict:
   source = data.open_split(config.dft.dataset, "train", config.data_dir)
   module = models.build_classifier(config.model)
   apply_fn = models.make_apply_fn(module)
-  params = models.init_params(module, tuple(config.model.input_shape), config.seed)
+  params = jax.device_put(models.init_params(module, tuple(config.model.input_shape), config.seed))
   optimizer = make_optimizer(config.dft.optimizer, config.dft.lr)
   step = jit_step(make_update_step(apply_fn, optimizer, lam=config.dft.lam,
-                                   kind=config.dft.transform, class_term=config.dft.class_term))
+                                   transform=config.dft.transform,
+                                   class_term=config.dft.class_term))
   loader = data.make_train_loader(source, batch_size=config.dft.batch_size, seed=0, num_epochs=2)
   batch = next(loader)
   torch_ms = _torch_step_ms(config, batch, repeats)  # First: torch and XLA threads contend.
-  state = init_state(tuple(config.model.input_shape), optimizer)
+  state = init_state(jnp.zeros(tuple(config.model.input_shape), jnp.float32), optimizer)
 
   def one_step():
     nonlocal state

@@ -4,11 +4,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-RunFn = Callable[[ml_collections.ConfigDict, str], Any]
+from dfm.run.workdir import RunFn
 
 
 def quiet_library_logs() -> None:

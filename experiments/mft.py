@@ -11,30 +11,8 @@ epochs at the paper's lr 0.005 (the digits configs: the lr chosen on validation)
 Writes config.json, checkpoints/, metrics.jsonl, metrics.json (before/after on
 validation and test) and report.md with its figures; resumes when started again.
 """
-from typing import Any
-
-import ml_collections
-
-from dfm import runs
-from dfm.evaluate import make_eval_step
-from dfm.results import write_results
-from dfm.training import fit_weights
-from dfm.workdir import claim_workdir
+from dfm.run import methods
 from experiments.cli import launch
 
-
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Fine-tunes the weights, evaluates before/after, writes the outputs; returns metrics."""
-  runs.check_schedule(config, "mft")
-  apply_fn, params = runs.load_frozen_classifier(config)
-  sources = runs.open_splits(config.mft.dataset, config.data_dir, config.model.input_shape)
-  workdir = claim_workdir(workdir, config)
-  tuned = fit_weights(config, config.mft, apply_fn, params, sources, workdir)
-  return write_results(workdir, config, method="mft", dataset=config.mft.dataset,
-                       eval_step=make_eval_step(apply_fn, kind=config.dft.transform),
-                       kind=config.dft.transform, before=(params, None),
-                       after=(tuned, None), sources=sources)
-
-
 if __name__ == "__main__":
-  launch(run)
+  launch(methods.mft)

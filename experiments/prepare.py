@@ -15,9 +15,7 @@ examples skipped while preparing, by reason:
  "labels": {"test": {"label": {"woman": 4, "man": 16}, ...}, ...}, "skipped": {}
 """
 
-import contextlib
 import json
-import sys
 
 from absl import app
 from absl import flags
@@ -53,33 +51,11 @@ _SUMMARY = flags.DEFINE_bool(
 )
 
 
-def run(
-    dataset: str,
-    data_dir: str,
-    *,
-    manual_dir: str | None = None,
-    max_examples: int | None = None,
-    with_summary: bool = False,
-) -> dict:
-  """Prepares `dataset` (if needed) and returns the summary that `main` prints.
-
-  >>> run("lfw_subset/25px_fold0", "data", with_summary=True)["skipped"]  # doctest: +SKIP
-  {}
-  """
-  with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress to stdout.
-    result = preparation.prepare(
-        dataset, data_dir, manual_dir=manual_dir, max_examples=max_examples
-    )
-    if with_summary:
-      result.update(summary.summarize(dataset, data_dir))
-  return result
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   quiet_library_logs()
-  result = exit_on_bad_input(lambda: run(
+  result = exit_on_bad_input(lambda: summary.prepare_and_summarize(
       _DATASET.value, _DATA_DIR.value, manual_dir=_MANUAL_DIR.value,
       max_examples=_MAX_EXAMPLES.value, with_summary=_SUMMARY.value,
   ))

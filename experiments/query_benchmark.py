@@ -24,9 +24,10 @@ from typing import Any
 from absl import flags
 
 from configs import digits, query
-from experiments import dft, query_dft
+from dfm.run.methods import dft
+from dfm.run.query_dft import query_dft
+from dfm.run.workdir import run_once
 from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
-from experiments.compare import run_once
 
 _CLASSIFIER_DIR = flags.DEFINE_string("classifier_dir", "runs/demo/classifier",
                                       "The frozen mnist5k classifier (make demo trains it).")
@@ -42,7 +43,7 @@ def _white_box(workdir: Path) -> dict[str, Any]:
   config = digits.get_config("mnist5k_to_uci")
   with config.unlocked():
     config.classifier_dir, config.data_dir = _CLASSIFIER_DIR.value, _DATA_DIR.value
-  return run_once(dft.run, config, workdir / "white_box")
+  return run_once(dft, config, workdir / "white_box")
 
 
 def _query_only(variant: str, workdir: Path) -> tuple[dict[str, Any], list[dict[str, float]]]:
@@ -51,7 +52,7 @@ def _query_only(variant: str, workdir: Path) -> tuple[dict[str, Any], list[dict[
   with config.unlocked():
     config.classifier_dir, config.data_dir = _CLASSIFIER_DIR.value, _DATA_DIR.value
     config.budget.queries = _BUDGET.value
-  results = run_once(query_dft.run, config, workdir / variant)
+  results = run_once(query_dft, config, workdir / variant)
   lines = (workdir / variant / "queries.csv").read_text().splitlines()
   header = lines[0].split(",")
   curve = [dict(zip(header, map(float, line.split(",")))) for line in lines[1:]]

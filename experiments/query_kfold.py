@@ -14,16 +14,15 @@ prints the table. Finished runs are read back, interrupted ones resume.
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from absl import flags
 
 from configs import query
 from dfm import data
-from dfm.tables import format_mean_std, markdown_table, write_csv
-from experiments import query_dft
+from dfm.report.tables import format_mean_std, markdown_table, write_csv
+from dfm.run.query_dft import query_dft
+from dfm.run.workdir import run_once
+from dfm.studies.sweep import configured, parse_grid, point_name, points
 from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
-from experiments.compare import run_once
-from experiments.sweep import configured, parse_grid, point_name, points
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/query/gender_v1", "Where the runs go.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "data", "Where the folds are prepared.")
@@ -51,7 +50,7 @@ def _run_fold(fold: int, grid, root: Path) -> tuple[str, dict[str, Any], int]:
   best, spent = None, 0
   for point in points(grid):
     config = configured(base, point, base.seed)
-    results = run_once(query_dft.run, config, root / f"fold{fold}" / point_name(point))
+    results = run_once(query_dft, config, root / f"fold{fold}" / point_name(point))
     spent += results["queries"]["total"]["images"]
     if best is None or results["val"]["after"]["accuracy"] > best[1]["val"]["after"]["accuracy"]:
       best = (point_name(point), results)

@@ -9,13 +9,13 @@ port. The only line on stdout says where it serves:
 
   Serving gender-v1 at http://127.0.0.1:8500 (POST /v2/models/gender-v1/infer); Ctrl-C stops.
 
-An ``HttpBlackBox`` (dfm/kserve.py) with ``url=http://127.0.0.1:8500`` then queries it.
+An ``HttpBlackBox`` (dfm/black_box/http_client.py) with ``url=http://127.0.0.1:8500``
+then queries it.
 """
 from absl import app, flags
 
-from dfm.kserve import read_api_key
-from dfm.onnx_model import resolve_model_path
-from dfm.serving import InferenceServer, make_server
+from dfm.black_box import read_api_key, resolve_model_path
+from dfm.black_box.local_server import InferenceServer, make_server
 from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
 
 _ONNX = flags.DEFINE_string("onnx", None, "ONNX file, or package:NAME/relative/file.onnx.",

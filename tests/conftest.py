@@ -1,8 +1,31 @@
-"""Test set-up: simulate 4 CPU devices before anything else touches JAX."""
+"""Test set-up: simulate 4 CPU devices before anything else touches JAX; cache what XLA compiles.
+
+Compiling, not running, is most of a tiny run's time, and the tests compile the same
+programs many times over: every run rebuilds its train, DFT and eval steps as fresh
+closures, which ``jax.jit`` cannot recognise, and the same tiny classifier is built by
+many tests. JAX's persistent compilation cache recognises them by their program, so
+every compile after the first of a program is a file read, in this session and the
+next. It lives in ``.cache/jax`` at the repository root (ignored by git through its own
+``.cache/.gitignore``); set ``JAX_COMPILATION_CACHE_DIR`` to use another folder, or to
+the empty string to compile everything afresh.
+"""
+import os
+from pathlib import Path
+
 import jax
 import pytest
 
 jax.config.update("jax_num_cpu_devices", 4)
+
+CACHE_ROOT = Path(__file__).resolve().parent.parent / ".cache"
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  (CACHE_ROOT / "jax").mkdir(parents=True, exist_ok=True)
+  if not (CACHE_ROOT / ".gitignore").exists():
+    (CACHE_ROOT / ".gitignore").write_text("# Caches of the test suite (tests/conftest.py).\n*\n")
+  jax.config.update("jax_compilation_cache_dir", str(CACHE_ROOT / "jax"))
+# Every program, however quick to compile or small: the many small ones add up.
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 from dfm import data  # pylint: disable=wrong-import-position
 

@@ -11,7 +11,6 @@ from dfm import data
 from dfm.data import celeba
 from dfm.data import faces
 from dfm.data import reading
-from experiments import prepare as prepare_entrypoint
 
 SPLITS = ("train", "validation", "test")
 NUM_ROWS = 26  # 24 real images, one listed but absent, one corrupt.
@@ -113,7 +112,7 @@ def test_labels_images_and_splits_match_the_files(celeba_files, prepared, name, 
 
 def test_summary_counts_splits_attributes_and_skips(celeba_files, prepared):
   _, expected = celeba_files
-  summary = prepare_entrypoint.run("celeba/25px_smiling", prepared, with_summary=True)
+  summary = data.prepare_and_summarize("celeba/25px_smiling", prepared, with_summary=True)
   assert summary["splits"] == {"test": 4, "train": 15, "validation": 5}
   assert summary["skipped"] == {celeba.SKIP_MISSING: 1, celeba.SKIP_CORRUPT: 1}
   for split in SPLITS:

@@ -1,16 +1,16 @@
 """Tests of the embedded digit datasets and the grain input pipeline."""
 
 import json
-import os
-import subprocess
-import sys
+import types
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from dfm import data
+from dfm.data import pipeline
 from dfm.data import reading
+from prepared import run_prepare_command
 
 SPLIT_SIZES = {
     "mnist5k": {"train": 3000, "validation": 1000, "test": 1000},
@@ -45,12 +45,11 @@ def test_prepare_reports_split_sizes_and_is_idempotent(data_dir, name):
   assert not summary["built"]
 
 
-def test_entrypoint_prints_one_json_line(data_dir):
-  command = [sys.executable, "-m", "experiments.prepare", "--dataset=uci_digits",
-             f"--data_dir={data_dir}"]
-  result = subprocess.run(command, capture_output=True, text=True, check=True,
-                          cwd=os.path.dirname(os.path.dirname(__file__)))
-  assert json.loads(result.stdout)["splits"] == SPLIT_SIZES["uci_digits"]
+def test_entrypoint_prints_one_json_line(data_dir, capsys):
+  run_prepare_command("--dataset=uci_digits", f"--data_dir={data_dir}")
+  out = capsys.readouterr().out
+  assert out.endswith("\n") and out.count("\n") == 1
+  assert json.loads(out)["splits"] == SPLIT_SIZES["uci_digits"]
 
 
 @pytest.mark.parametrize("name", sorted(SPLIT_SIZES))
@@ -164,10 +163,14 @@ def test_mock_data_reads_through_the_pipeline(data_dir):
   assert batch["image"].shape == (4, 28, 28, 1) and batch["mask"].sum() == 4
 
 
-def test_measure_throughput_counts_real_examples(data_dir):
+def test_measure_throughput_counts_real_examples(data_dir, monkeypatch):
   source = data.open_split("mnist5k", "train", data_dir)
   loader = data.make_train_loader(source, batch_size=800, seed=0, num_epochs=3)
-  assert data.measure_throughput(loader, num_batches=5) > 0
+  clock = iter([10.0, 12.5])  # The clock starts after the first batch and stops after the 5th.
+  monkeypatch.setattr(pipeline, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+  # 3000 examples are 4 batches an epoch, the last with 600 real ones: the first batch
+  # (800) is not counted, then 800 + 800 + 600 (padded to 800) + 800 + 800 in 2.5 s.
+  assert data.measure_throughput(loader, num_batches=5) == 3800 / 2.5
 
 
 def test_unknown_dataset_lists_known_ones(data_dir):

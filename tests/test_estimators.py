@@ -32,7 +32,7 @@ def test_estimate_points_along_the_true_gradient_with_one_call(kind):
   calls = []
   noise = jnp.full(SHAPE, 0.1)
   estimate = estimators.estimate_gradient(_host_objective(calls), noise, jax.random.key(0),
-                                          kind=kind, num_directions=400, scale=0.01)
+                                          estimator=kind, num_directions=400, scale=0.01)
   assert calls == [800]  # All 2q probes in one batched call.
   assert _cosine(estimate, WEIGHTS + 0.1) > 0.9
 
@@ -44,7 +44,7 @@ def test_estimate_is_unbiased_for_a_linear_objective(kind):
 
   keys = jax.random.split(jax.random.key(1), 2000)
   estimates = jax.vmap(lambda key: estimators.estimate_gradient(
-      linear, jnp.zeros(SHAPE), key, kind=kind, num_directions=10, scale=0.1))(keys)
+      linear, jnp.zeros(SHAPE), key, estimator=kind, num_directions=10, scale=0.1))(keys)
   np.testing.assert_allclose(estimates.mean(axis=0), WEIGHTS, atol=0.25)
   assert _cosine(estimates.mean(axis=0), WEIGHTS) > 0.99
 
@@ -61,7 +61,7 @@ def test_bad_arguments_are_explained():
     estimators.sample_directions(jax.random.key(0), "fd", SHAPE, 4)
   with pytest.raises(ValueError, match="one value per noise"):
     estimators.estimate_gradient(lambda noises: jnp.zeros(3), jnp.zeros(SHAPE),
-                                 jax.random.key(0), kind="nes", num_directions=4, scale=0.1)
+                                 jax.random.key(0), estimator="nes", num_directions=4, scale=0.1)
   with pytest.raises(ValueError, match="positive"):
     estimators.estimate_gradient(lambda noises: jnp.zeros(8), jnp.zeros(SHAPE),
-                                 jax.random.key(0), kind="nes", num_directions=4, scale=0.0)
+                                 jax.random.key(0), estimator="nes", num_directions=4, scale=0.0)

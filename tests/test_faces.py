@@ -1,9 +1,6 @@
 """Tests of the face-dataset machinery and the embedded `lfw_subset` builder."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +10,7 @@ from skimage.data import lfw_subset
 from dfm import data
 from dfm.data import lfw_subset as lfw
 from experiments import prepare as prepare_entrypoint
+from prepared import run_prepare_command
 
 SPLITS = ("train", "validation", "test")
 FOLDS = range(lfw.NUM_FOLDS)
@@ -85,7 +83,7 @@ def test_fold_splits_and_stratified_folds():
 
 
 def test_summary_counts_labels_per_split_and_skips(faces_dir):
-  summary = prepare_entrypoint.run("lfw_subset/25px_fold2", faces_dir, with_summary=True)
+  summary = data.prepare_and_summarize("lfw_subset/25px_fold2", faces_dir, with_summary=True)
   assert summary["splits"] == {"test": 20, "train": 60, "validation": 20}
   assert summary["skipped"] == {}
   men = [summary["labels"][s]["label"]["man"] for s in SPLITS]
@@ -95,17 +93,16 @@ def test_summary_counts_labels_per_split_and_skips(faces_dir):
 
 
 def test_max_examples_caps_each_split(tmp_path):
-  summary = prepare_entrypoint.run("lfw_subset/32px_fold1", str(tmp_path), max_examples=3,
+  summary = data.prepare_and_summarize("lfw_subset/32px_fold1", str(tmp_path), max_examples=3,
                                    manual_dir=str(tmp_path / "unused"))
   assert summary["splits"] == {"test": 3, "train": 3, "validation": 3}
 
 
-def test_entrypoint_prints_the_summary_as_one_json_line(faces_dir):
-  command = [sys.executable, "-m", "experiments.prepare", "--dataset=lfw_subset/64px_fold0",
-             f"--data_dir={faces_dir}", "--summary"]
-  result = subprocess.run(command, capture_output=True, text=True, check=True,
-                          cwd=os.path.dirname(os.path.dirname(__file__)))
-  summary = json.loads(result.stdout)
+def test_entrypoint_prints_the_summary_as_one_json_line(faces_dir, capsys):
+  run_prepare_command("--dataset=lfw_subset/64px_fold0", f"--data_dir={faces_dir}", "--summary")
+  out = capsys.readouterr().out
+  assert out.endswith("\n") and out.count("\n") == 1
+  summary = json.loads(out)
   assert sum(summary["labels"]["test"]["label"].values()) == 20
   assert summary["skipped"] == {} and not summary["built"]
 

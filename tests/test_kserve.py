@@ -1,9 +1,12 @@
-"""HttpBlackBox (dfm/kserve.py) against the real server (dfm/serving.py) on localhost.
+"""HttpBlackBox (dfm/black_box/http_client.py) against the real server
+(dfm/black_box/local_server.py) on localhost.
 
 A tiny real ONNX classifier (images [N, 3, 4, 4] -> Flatten -> Gemm -> logits ->
 Softmax -> probabilities) is served from a background thread on a free port.
 Faults are injected into the live server (``server.faults``); the client's sleep
-is recorded instead of slept, so the retry policy is seen without waiting.
+is recorded instead of slept, so the retry policy is seen without waiting. What a
+call spent is read from its reply (``model.score(x).spent``) or, when it fails,
+from the exception (``error.spent``).
 """
 import json
 import logging
@@ -12,19 +15,19 @@ import re
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
 import pytest
 
-from dfm.kserve import (BlackBoxUnavailable, HttpBlackBox, decode_tensor, loads_strict,
-                        retry_after_s)
-from dfm.model_input import InputSpec
-from dfm.serving import make_server
+from dfm.black_box import local_server, server_limits
+from dfm.black_box.base import Spent, spent_of
+from dfm.black_box.http_client import BlackBoxUnavailable, HttpBlackBox, retry_after_s
+from dfm.black_box.input_spec import InputSpec
+from dfm.black_box.onnx_file import open_session
+from dfm.black_box.protocol import decode_tensor, loads_strict
 from onnx_models import linear_classifier
 
 SPEC = InputSpec(size=(4, 4), channels=3, channel_order="RGB", layout="NCHW", pixel_max=1.0,
@@ -48,7 +51,7 @@ def serve(onnx_path):
   servers = []
 
   def start(**options):
-    server = make_server(onnx_path, model_name="tiny", port=0, **options)
+    server = local_server.make_server(onnx_path, model_name="tiny", port=0, **options)
     server.serve_in_background()
     servers.append(server)
     return server
@@ -80,8 +83,7 @@ def _images(count: int, seed: int = 1) -> np.ndarray:
 
 
 def _direct(onnx_path: Path, images: np.ndarray) -> np.ndarray:
-  session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-  return session.run(["probabilities"], {"images": SPEC.prepare(images)})[0]
+  return open_session(onnx_path).run(["probabilities"], {"images": SPEC.prepare(images)})[0]
 
 
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict, dict]:
@@ -94,13 +96,16 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict, di
     return error.code, dict(error.headers), json.loads(error.read())
 
 
-def test_scores_equal_onnxruntime_and_calls_are_counted_per_request(serve, connect, onnx_path):
+def test_scores_equal_onnxruntime_and_spent_is_counted_per_request(serve, connect, onnx_path):
   server = serve()
   model = connect(server)
   images = _images(10)
-  np.testing.assert_allclose(model(images), _direct(onnx_path, images), rtol=1e-6, atol=1e-7)
-  assert model.counts == {"calls": 3, "images": 10, "failures": 0}
+  reply = model.score(images)
+  np.testing.assert_allclose(reply.probabilities, _direct(onnx_path, images), rtol=1e-6,
+                             atol=1e-7)
+  assert reply.spent == Spent(calls=3, images=10, failures=0)
   assert server.requests_answered == 3
+  assert model.score(images[:1]).spent == Spent(calls=1, images=1)  # Each call its own.
 
 
 def test_logits_output_is_softmaxed(serve, connect, onnx_path):
@@ -115,19 +120,28 @@ def test_server_errors_are_retried_with_capped_exponential_backoff(serve, connec
   server = serve(faults=[fault] * 3)
   model = connect(server)
   images = _images(4)
-  np.testing.assert_allclose(model(images), _direct(onnx_path, images), rtol=1e-6, atol=1e-7)
+  reply = model.score(images)
+  np.testing.assert_allclose(reply.probabilities, _direct(onnx_path, images), rtol=1e-6,
+                             atol=1e-7)
   assert sleeps == [0.01, 0.02, 0.025]  # backoff_s * 2**attempt, capped at max_backoff_s
-  assert model.counts == {"calls": 1, "images": 4, "failures": 3}
+  assert reply.spent == Spent(calls=1, images=4, failures=3)
 
 
-@pytest.mark.parametrize("retry_after, slept", [(0.02, 0.02), (5.0, 5.0)])
-def test_429_waits_retry_after_in_full(serve, connect, sleeps, retry_after, slept):
+def test_a_retried_request_among_several_is_one_failure(serve, connect, sleeps):
+  server = serve(faults=["ok", "503"])
+  reply = connect(server).score(_images(6))  # Two requests; the second answers on a retry.
+  assert reply.spent == Spent(calls=2, images=6, failures=1)
+  assert sleeps == [0.01] and server.requests_answered == 2
+
+
+@pytest.mark.parametrize("retry_after", [0.02, 5.0])
+def test_429_waits_retry_after_in_full(serve, connect, sleeps, retry_after):
   server = serve(faults=["429"])
   server.fault_retry_after_s = retry_after
-  model = connect(server)
-  assert model(_images(2)).shape == (2, 2)
-  assert sleeps == [slept]
-  assert model.counts == {"calls": 1, "images": 2, "failures": 1}
+  reply = connect(server).score(_images(2))
+  assert reply.probabilities.shape == (2, 2)
+  assert sleeps == [retry_after]  # Not capped at max_backoff_s=0.025.
+  assert reply.spent == Spent(calls=1, images=2, failures=1)
 
 
 @pytest.mark.parametrize("fault", ["timeout", "drop"])
@@ -136,9 +150,11 @@ def test_timeouts_and_dropped_connections_are_retried(serve, connect, sleeps, on
   server.fault_delay_s = 3.0
   model = connect(server, timeout_s=0.3)
   images = _images(4)
-  np.testing.assert_allclose(model(images), _direct(onnx_path, images), rtol=1e-6, atol=1e-7)
+  reply = model.score(images)
+  np.testing.assert_allclose(reply.probabilities, _direct(onnx_path, images), rtol=1e-6,
+                             atol=1e-7)
   assert sleeps == [0.01]
-  assert model.counts == {"calls": 1, "images": 4, "failures": 1}
+  assert reply.spent == Spent(calls=1, images=4, failures=1)
 
 
 @pytest.mark.parametrize("fault, message", [("malformed", "not JSON"),
@@ -147,21 +163,29 @@ def test_timeouts_and_dropped_connections_are_retried(serve, connect, sleeps, on
 def test_untrustworthy_replies_are_refused_at_once(serve, connect, sleeps, fault, message):
   server = serve(faults=["ok", fault])
   model = connect(server)
-  with pytest.raises(ValueError, match=message):
-    model(_images(8))
+  with pytest.raises(ValueError, match=message) as error:
+    model.score(_images(8))
   assert sleeps == []
-  assert model.counts == {"calls": 1, "images": 4, "failures": 1}
+  assert spent_of(error.value) == Spent(calls=1, images=4, failures=1)
 
 
-def test_exhausted_retries_raise_unavailable_and_count_only_answered_images(serve, connect,
-                                                                           sleeps):
+def test_exhausted_retries_raise_unavailable_carrying_what_the_call_spent(serve, connect,
+                                                                          sleeps):
   server = serve(faults=["ok", "503", "503", "503"])
   model = connect(server, max_retries=2)
   with pytest.raises(BlackBoxUnavailable, match=rf"{server.url}/v2/models/tiny/infer failed "
-                     r"3 times \(last: HTTP 503"):
-    model(_images(10))
-  assert model.counts == {"calls": 1, "images": 4, "failures": 3}
+                     r"3 times \(last: HTTP 503") as error:
+    model.score(_images(10))
+  assert spent_of(error.value) == Spent(calls=1, images=4, failures=2 + 1)  # max_retries + 1
   assert sleeps == [0.01, 0.02]
+
+
+def test_a_client_error_mid_call_is_not_retried_and_carries_its_failure(serve, connect,
+                                                                         sleeps):
+  model = connect(serve(), model_name="other", check_on_load=False)
+  with pytest.raises(ValueError, match=r"HTTP 404.*config\.black_box\.model_name") as error:
+    model.score(_images(2))
+  assert spent_of(error.value) == Spent(failures=1) and sleeps == []
 
 
 def test_an_unset_key_variable_is_named(serve, connect, monkeypatch):
@@ -189,10 +213,10 @@ def test_the_right_key_works_and_never_shows(serve, connect, monkeypatch, caplog
   monkeypatch.setenv(KEY_ENV, SECRET)
   server = serve(api_key=SECRET, faults=["500", "ok", "503", "503"])
   model = connect(server, api_key_env=KEY_ENV, max_retries=1)
-  assert model(_images(4)).shape == (4, 2)
+  assert model.score(_images(4)).spent == Spent(calls=1, images=4, failures=1)
   with pytest.raises(BlackBoxUnavailable) as error:
-    model(_images(4))
-  assert model.counts == {"calls": 1, "images": 4, "failures": 3}
+    model.score(_images(4))
+  assert spent_of(error.value) == Spent(failures=2)
   captured = capsys.readouterr()
   shown = [repr(model), str(model.__dict__.get("url")), str(error.value), caplog.text,
            captured.out, captured.err]
@@ -200,23 +224,33 @@ def test_the_right_key_works_and_never_shows(serve, connect, monkeypatch, caplog
   assert all(SECRET not in text for text in shown)  # ... without the key.
 
 
-def test_the_rate_limit_answers_429_and_the_client_waits(serve, connect):
-  server = serve(max_requests_per_s=2)
+class _Clock:
+  """The server's rate-limit clock; the client's sleeps are recorded and advance it."""
+
+  def __init__(self) -> None:
+    self.now, self.slept = 0.0, []
+
+  def monotonic(self) -> float:
+    return self.now
+
+  def sleep(self, seconds: float) -> None:
+    self.slept.append(seconds)
+    self.now += seconds
+
+
+def test_the_rate_limit_answers_429_and_the_client_waits(serve, connect, monkeypatch):
+  clock = _Clock()
+  monkeypatch.setattr(server_limits, "time", clock)
+  server = serve(max_requests_per_s=2)  # A token every 0.5 s, burst 1.
   url = f"{server.url}/v2/models/tiny"
   assert _get(url)[0] == 200
   status, headers, body = _get(url)
-  assert status == 429 and "error" in body
-  assert 0 < float(headers["Retry-After"]) <= 0.5
+  assert status == 429 and "error" in body and float(headers["Retry-After"]) == 0.5
 
-  slept = []
-  def sleep(seconds: float) -> None:
-    slept.append(seconds)
-    time.sleep(seconds)
-
-  model = connect(server, batch_size=1, max_retries=5, max_backoff_s=1.0, sleep=sleep)
-  assert model(_images(2)).shape == (2, 2)
-  assert model.counts["calls"] == 2 and model.counts["failures"] >= 1
-  assert slept and all(0 < s <= 0.5 for s in slept)  # Retry-After, not the backoff.
+  # Loading and each of the two requests find no token, wait its Retry-After, then pass.
+  model = connect(server, batch_size=1, max_retries=5, max_backoff_s=0.025, sleep=clock.sleep)
+  assert model.score(_images(2)).spent == Spent(calls=2, images=2, failures=2)
+  assert clock.slept == [0.5, 0.5, 0.5]  # Retry-After in full, not the 0.025 s backoff.
 
 
 @pytest.mark.parametrize("overrides, field", [
@@ -273,6 +307,15 @@ def test_protocol_helpers():
                        shape=(None, 2), source="test").tolist() == [[1.0, 0.5]]
   assert [retry_after_s(v) for v in ("2", "0.25", None, "Wed, 21 Oct 2015 07:28:00 GMT")] == [
       2.0, 0.25, None, None]
+
+
+def test_the_http_client_needs_neither_onnx_nor_onnxruntime():
+  code = ("import sys, dfm.black_box.http_client; "
+          "print(sorted({'onnx', 'onnxruntime'} & set(sys.modules)))")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False, cwd=Path(__file__).resolve().parents[1])
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "[]"
 
 
 def test_serve_model_entrypoint_answers_health(onnx_path):

@@ -9,7 +9,6 @@ from PIL import Image
 
 from dfm import data
 from dfm.data import lfw
-from experiments import prepare as prepare_entrypoint
 from prepared import SPLITS, read_all, text, write_and_prepare
 
 # Kumar et al.'s 73 attribute names, in their header's order.
@@ -75,8 +74,17 @@ def person_of(example: dict) -> str:
   return text(example["person"])
 
 
-def test_fixture_header_has_73_attributes():
-  assert len(ATTRIBUTE_NAMES) == len(set(ATTRIBUTE_NAMES)) == 73
+def test_header_gives_73_attributes_and_the_paper_ones_at_their_columns(fixture):
+  manual_dir, data_dir, _ = fixture
+  names, rows = lfw.read_attributes(os.path.join(manual_dir, lfw.ATTRIBUTES_FILE))
+  rows = list(rows)
+  assert names == ATTRIBUTE_NAMES and len(set(names)) == 73
+  assert len(rows) == sum(count for _, count, _ in PEOPLE)
+  assert {row.attributes.shape for row in rows} == {(73,)}
+  # Male, Smiling, Bushy Eyebrows, Pale Skin, Wearing Lipstick in Kumar et al.'s order.
+  assert [lfw.attribute_index(names, a) for a in lfw.PAPER_ATTRIBUTES] == [0, 17, 34, 63, 66]
+  stored = sum(read_all("lfw/25px_male_random", data_dir).values(), [])
+  assert {e["attributes"].shape for e in stored} == {(73,)}
 
 
 @pytest.mark.parametrize("name, column", [("lfw/25px_male_random", "Male"),
@@ -123,7 +131,7 @@ def test_identity_protocol_puts_each_person_in_one_split(fixture):
 
 def test_summary_counts_splits_labels_skips_and_names_the_protocol(fixture):
   _, data_dir, _ = fixture
-  summary = prepare_entrypoint.run("lfw/25px_male_random", data_dir, with_summary=True)
+  summary = data.prepare_and_summarize("lfw/25px_male_random", data_dir, with_summary=True)
   assert summary["splits"] == {"test": 5, "train": 19, "validation": 6}
   assert summary["labels"]["train"]["label"] == {"woman": 7, "man": 12}
   assert summary["skipped"] == {lfw.SKIP_ABSENT: 1, lfw.SKIP_CORRUPT: 1}

@@ -1,6 +1,7 @@
 """The VGG classifier: pooling, parameter counts, presets, the apply_fn boundary."""
 import flax.linen as nn
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -51,19 +52,31 @@ class PlainVGG(nn.Module):
     return nn.Dense(self.num_classes)(x)
 
 
+# 1 and 3 channels: the first convolution is dfm's FewChannelConv3x3; 8: nn.Conv.
 @pytest.mark.parametrize("channels", [1, 3, 8])
 def test_vgg_computes_the_plain_vgg_with_the_same_parameters(channels):
   blocks, dense = ((4, 6), (8,)), (16,)
-  images = jnp.asarray(np.random.default_rng(1).uniform(size=(2, 12, 12, channels)), jnp.float32)
-  params = models.init_params(models.VGG(blocks, dense, 5), (12, 12, channels), seed=3)
-  plain = PlainVGG(blocks, dense, 5)
-  assert jax.tree.map(jnp.shape, params) == jax.tree.map(
-      jnp.shape, plain.init(jax.random.key(0), images)["params"])
-  fast = lambda x: models.VGG(blocks, dense, 5).apply({"params": params}, x)
-  slow = lambda x: plain.apply({"params": params}, x)
-  np.testing.assert_allclose(fast(images), slow(images), atol=1e-5)
-  np.testing.assert_allclose(jax.grad(lambda x: fast(x).sum())(images),
-                             jax.grad(lambda x: slow(x).sum())(images), atol=1e-5)
+  rng = np.random.default_rng(1)
+  images = jnp.asarray(rng.uniform(size=(2, 12, 12, channels)), jnp.float32)
+  vgg, plain = models.VGG(blocks, dense, 5), PlainVGG(blocks, dense, 5)
+  shapes = models.param_shapes(vgg, (12, 12, channels))
+  assert shapes == jax.eval_shape(plain.init, jax.random.key(0), images)["params"]
+  # Random values for every parameter, biases included (an initialiser's are zero), at
+  # LeCun's scale. The functions are jitted: eagerly, each of their hundreds of ops would
+  # compile on its own.
+  params = jax.tree.map(lambda s: jnp.asarray(rng.normal(
+      scale=np.prod(s.shape[:-1]) ** -0.5 if len(s.shape) > 1 else 0.1, size=s.shape), s.dtype),
+                        shapes)
+  # Each model's logits and the gradients of their sum with respect to the images (DFT's)
+  # and to the parameters (MFT's), in one program.
+  logits_and_gradients = lambda model: jax.jit(lambda p, x: (
+      model.apply({"params": p}, x),
+      jax.grad(lambda p, x: model.apply({"params": p}, x).sum(), argnums=(0, 1))(p, x)))
+  fast, fast_gradients = logits_and_gradients(vgg)(params, images)
+  slow, slow_gradients = logits_and_gradients(plain)(params, images)
+  np.testing.assert_allclose(fast, slow, atol=1e-5)
+  np.testing.assert_allclose(jax.flatten_util.ravel_pytree(fast_gradients)[0],
+                             jax.flatten_util.ravel_pytree(slow_gradients)[0], atol=1e-5)
 
 
 def test_apply_fn_is_pure_and_gives_logits():

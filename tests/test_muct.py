@@ -14,7 +14,6 @@ from skimage.data import lfw_subset
 
 from dfm import data
 from dfm.data import muct
-from experiments import prepare as prepare_entrypoint
 from prepared import SPLITS, read_all, text, write_and_prepare
 
 WIDTH, HEIGHT, FACE = 240, 320, 100  # Canvas (MUCT's aspect) and the pasted face's side.
@@ -107,7 +106,7 @@ def test_the_crop_is_the_detected_face_with_its_margin(fixture):
 
 def test_summary_counts_skipped_images(fixture):
   _, data_dir, _ = fixture
-  summary = prepare_entrypoint.run("muct/25px", data_dir, with_summary=True)
+  summary = data.prepare_and_summarize("muct/25px", data_dir, with_summary=True)
   assert summary["splits"] == {"test": 4, "train": 14, "validation": 6}
   assert summary["labels"]["train"]["label"] == {"woman": 7, "man": 7}
   assert summary["skipped"] == {muct.SKIP_NO_FACE: 2, muct.SKIP_CORRUPT: 1}

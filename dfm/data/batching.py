@@ -2,12 +2,13 @@
 
 A batch is `{"image": float32 [B, H, W, C] in [0, 1], "label": int32 [B],
 "mask": float32 [B]}`: rows past the real examples are zeros with mask 0, so every
-batch has the same shape and a jitted step compiles once.
+batch has the same shape and a jitted step compiles once (:class:`dfm.types.Batch`,
+here as host arrays).
 """
 
 import numpy as np
 
-Batch = dict[str, np.ndarray]
+from dfm.types import Batch
 
 
 def images_to_unit_range(images: np.ndarray) -> np.ndarray:

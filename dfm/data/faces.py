@@ -75,41 +75,6 @@ def crop_square_rgb(image: Image.Image, size: int) -> np.ndarray:
   return crop_resize_rgb(image, (left, top, left + side, top + side), size)
 
 
-def stratified_folds(labels: np.ndarray, *, num_folds: int, seed: int) -> np.ndarray:
-  """Returns each example's fold in 0..num_folds-1: stratified by label, seeded.
-
-  scikit-learn's `StratifiedKFold(shuffle=True, random_state=seed)`: every fold
-  holds about 1/num_folds of each class, and each example is in exactly one fold.
-
-  >>> stratified_folds(np.array([0, 0, 1, 1]), num_folds=2, seed=0).tolist()
-  [1, 0, 0, 1]
-  """
-  # Imported here: only preparing needs it, and it takes ~2 s to import.
-  from sklearn.model_selection import StratifiedKFold  # pylint: disable=g-import-not-at-top
-
-  folds = np.empty(len(labels), np.int64)
-  splitter = StratifiedKFold(n_splits=num_folds, shuffle=True, random_state=seed)
-  for fold, (_, members) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-    folds[members] = fold
-  return folds
-
-
-def fold_splits(folds: np.ndarray, test_fold: int) -> dict[str, np.ndarray]:
-  """Returns the example indices of train/validation/test when `test_fold` is the test.
-
-  The next fold (cyclically) is validation, the others train.
-
-  >>> {k: v.tolist() for k, v in fold_splits(np.array([0, 1, 2, 0]), 2).items()}
-  {'train': [1], 'validation': [0, 3], 'test': [2]}
-  """
-  validation_fold = (test_fold + 1) % (folds.max() + 1)
-  return {
-      "train": np.flatnonzero((folds != test_fold) & (folds != validation_fold)),
-      "validation": np.flatnonzero(folds == validation_fold),
-      "test": np.flatnonzero(folds == test_fold),
-  }
-
-
 # Why a face builder skipped an example: the keys of the summary's `skipped`.
 SKIP_ABSENT = "image listed but absent"
 SKIP_CORRUPT = "corrupt image"

@@ -22,7 +22,7 @@ Configs `{size}px_{attribute}_{protocol}`, e.g. `64px_male_random`, `112px_smili
   Skin, Wearing Lipstick). All 73 binarised attributes are stored as well, as `attributes` (uint8 `[73]`, in
   header order, names in the metadata), so any can be read back without re-preparing.
 - `protocol`: `random` is the paper's 60/20/20 split per class of `label`, seeded
-  (`digits.stratified_split`); `identity` puts every person in exactly one split
+  (`splits.stratified_split`); `identity` puts every person in exactly one split
   (scikit-learn `StratifiedGroupKFold`, 5 folds seeded: fold 0 test, fold 1 validation,
   the rest train), stratified by `label` as far as whole persons allow. Identity leakage
   (the same person in train and test) inflates accuracy; prefer `identity` to compare.
@@ -44,8 +44,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from dfm.data import faces
-from dfm.data.digits import SPLIT_SEED
-from dfm.data.digits import stratified_split
+from dfm.data import splits
+from dfm.data.splits import SPLIT_SEED
+from dfm.data.splits import stratified_split
 
 ATTRIBUTES_FILE = "lfw_attributes.txt"
 IMAGE_FOLDERS = ("lfw", "lfw-deepfunneled")  # Plain and deep-funneled archives.
@@ -214,7 +215,7 @@ def identity_split(
 
   scikit-learn's `StratifiedGroupKFold(IDENTITY_FOLDS, shuffle=True, random_state=seed)`
   groups by person and balances `labels` across folds as well as whole persons allow;
-  fold 0 is test, fold 1 validation, the others train (`faces.fold_splits`).
+  fold 0 is test, fold 1 validation, the others train (`splits.fold_splits`).
 
   >>> parts = identity_split(np.array([0, 1] * 6), np.array(list("aabbccddeeff")))
   >>> [sorted(set("aabbccddeeff"[i] for i in parts[s])) for s in ("validation", "test")]
@@ -231,7 +232,7 @@ def identity_split(
   splitter = StratifiedGroupKFold(n_splits=IDENTITY_FOLDS, shuffle=True, random_state=seed)
   for fold, (_, members) in enumerate(splitter.split(np.zeros(len(labels)), labels, persons)):
     folds[members] = fold
-  return faces.fold_splits(folds, test_fold=0)
+  return splits.fold_splits(folds, test_fold=0)
 
 
 @dataclasses.dataclass(eq=False, kw_only=True)

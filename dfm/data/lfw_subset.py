@@ -28,7 +28,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from dfm.data import faces
-from dfm.data.digits import SPLIT_SEED
+from dfm.data import splits
+from dfm.data.splits import SPLIT_SEED
 
 NUM_FACES = 100
 NUM_FOLDS = 5
@@ -99,10 +100,10 @@ class LfwSubset(tfds.core.GeneratorBasedBuilder):
     from skimage.data import lfw_subset  # pylint: disable=g-import-not-at-top
 
     images, labels = lfw_subset()[:NUM_FACES], load_labels()
-    folds = faces.stratified_folds(labels["male"], num_folds=NUM_FOLDS, seed=SPLIT_SEED)
+    folds = splits.stratified_folds(labels["male"], num_folds=NUM_FOLDS, seed=SPLIT_SEED)
     return {
         name: self._generate_examples(images, labels, indices)
-        for name, indices in faces.fold_splits(folds, self.builder_config.test_fold).items()
+        for name, indices in splits.fold_splits(folds, self.builder_config.test_fold).items()
     }
 
   def _generate_examples(

@@ -22,7 +22,7 @@ Pillow cannot decode (`SKIP_CORRUPT`); the run goes on. The largest face found i
 cropped with a margin of `MARGIN` (20%) of its side on each side, clipped to the image
 (so a face at the border gives a crop that is not quite square), and resized with Pillow
 bicubic to uint8 RGB `[size, size, 3]`. `label` is the gender (0 female, 1 male); the
-split is the paper's 60/20/20 per class, seeded (`digits.stratified_split`).
+split is the paper's 60/20/20 per class, seeded (`splits.stratified_split`).
 
 Features: `image`, `label`, `subject` (int32, e.g. 0 for `i000qa-fn.jpg`), `file_name`.
 Configs `{size}px` for every size in `faces.IMAGE_SIZES`, default `64px`.
@@ -51,7 +51,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from dfm.data import faces
-from dfm.data.digits import stratified_split
+from dfm.data.splits import stratified_split
 
 IMAGES_DIR = "jpg"
 LANDMARKS_FILE = os.path.join("muct-landmarks", "muct76-opencv.csv")

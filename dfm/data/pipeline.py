@@ -17,6 +17,7 @@ import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -25,6 +26,8 @@ import tensorflow_datasets as tfds
 from dfm.data import batching
 from dfm.data import preparation
 from dfm.data import reading
+
+SPLITS = ("train", "validation", "test")
 
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
@@ -186,3 +189,19 @@ def measure_throughput(batches: Iterator[dict], *, num_batches: int) -> float:
   for _ in range(num_batches):
     num_examples += float(next(batches)["mask"].sum())
   return num_examples / (time.perf_counter() - start)
+
+
+def open_splits(dataset: str, data_dir: str, input_shape: tuple[int, ...]) -> dict[str, Any]:
+  """Opens train/validation/test of a prepared dataset and checks the image shape.
+
+  Raises:
+    ValueError: the images do not have the shape the classifier takes.
+  """
+  sources = {split: open_split(dataset, split, data_dir) for split in SPLITS}
+  found = tuple(np.asarray(sources["train"][0]["image"]).shape)
+  if found != tuple(input_shape):
+    raise ValueError(
+        f"Images of {dataset!r} are {found} but the classifier takes {tuple(input_shape)}: "
+        "set config.model.input_shape to the dataset's shape or prepare the dataset "
+        "at the classifier's size.")
+  return sources

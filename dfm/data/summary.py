@@ -6,6 +6,8 @@
  'skipped': {}}
 """
 
+import contextlib
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -59,3 +61,27 @@ def summarize(name: str, data_dir: str) -> dict:
       "skipped": dict(metadata.get("skipped", {})),
       **({"protocol": metadata["protocol"]} if "protocol" in metadata else {}),
   }
+
+
+def prepare_and_summarize(
+    dataset: str,
+    data_dir: str,
+    *,
+    manual_dir: str | None = None,
+    max_examples: int | None = None,
+    with_summary: bool = False,
+) -> dict:
+  """Prepares `dataset` (if needed) and returns what `python -m experiments.prepare`
+  prints: the split sizes and, `with_summary`, label counts per split and skips.
+  TFDS's progress goes to stderr, so stdout keeps only that line.
+
+  >>> prepare_and_summarize("lfw_subset/25px_fold0", "data", with_summary=True)["skipped"]  # doctest: +SKIP
+  {}
+  """
+  with contextlib.redirect_stdout(sys.stderr):  # TFDS prints progress to stdout.
+    result = preparation.prepare(
+        dataset, data_dir, manual_dir=manual_dir, max_examples=max_examples
+    )
+    if with_summary:
+      result.update(summarize(dataset, data_dir))
+  return result

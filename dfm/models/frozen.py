@@ -1,37 +1,13 @@
-"""Orbax checkpoints of a run: a state pytree plus the input pipeline's position."""
+"""The frozen classifier of a finished training run, loaded and checked against the config."""
 from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
+import ml_collections
 import orbax.checkpoint as ocp
 
-
-def manager(directory: Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
-  """A CheckpointManager over the absolute ``directory``, created if missing."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-  return ocp.CheckpointManager(Path(directory).absolute(), options=options)
-
-
-def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_state: dict) -> None:
-  """Saves ``state`` and the data iterator's ``data_state`` at ``step``, synchronously."""
-  mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
-  mngr.wait_until_finished()
-
-
-def restore_latest(mngr: ocp.CheckpointManager, like_state: Any) -> tuple[Any, dict] | None:
-  """Restores ``(state, data_state)`` of the latest step, or None if there is none.
-
-  ``like_state`` gives the structure, shapes and dtypes to restore into.
-  """
-  step = mngr.latest_step()
-  if step is None:
-    return None
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
-  return restored["state"], restored["data"]
+from dfm.models.build import build_classifier, make_apply_fn, param_shapes
+from dfm.types import ApplyFn
 
 
 def _shape_mismatches(found: Any, expected: Any) -> list[str]:
@@ -49,7 +25,10 @@ def _shape_mismatches(found: Any, expected: Any) -> list[str]:
 
 
 def load_frozen_params(directory: Path, expected: Any) -> Any:
-  """Loads the latest classifier params saved under ``directory`` (``{"params", ...}``).
+  """Loads the latest classifier params saved under ``directory`` onto the device.
+
+  The params are placed once (on the default device) and then passed to every
+  step and evaluation, so no step copies the model from the host again.
 
   Args:
     directory: a classifier run's ``checkpoints`` folder.
@@ -60,7 +39,7 @@ def load_frozen_params(directory: Path, expected: Any) -> Any:
     ValueError: no checkpoint there, or a checkpoint that does not fit the config.
   """
   directory = Path(directory).absolute()
-  step = manager(directory).latest_step() if directory.is_dir() else None
+  step = ocp.CheckpointManager(directory).latest_step() if directory.is_dir() else None
   if step is None:
     raise ValueError(
         f"No classifier checkpoint in {directory}. Train one first with "
@@ -71,11 +50,29 @@ def load_frozen_params(directory: Path, expected: Any) -> Any:
     raise ValueError(
         f"The checkpoint in {directory} holds no classifier params (keys: {sorted(restored)}): "
         "pass the workdir of an experiments.train_classifier run.")
-  params = jax.tree.map(np.asarray, restored["params"])
+  params = restored["params"]
   problems = _shape_mismatches(params, expected)
   if problems:
     raise ValueError(
         f"The classifier checkpoint in {directory} does not fit config.model: "
         + "; ".join(problems[:5])
         + ". Use the config the classifier was trained with (its config.json).")
-  return params
+  return jax.device_put(params)
+
+
+def load_frozen_classifier(config: ml_collections.ConfigDict) -> tuple[ApplyFn, Any]:
+  """``(apply_fn, params)`` of the classifier saved under ``config.classifier_dir``.
+
+  The checkpoint is checked against ``config.model``: every parameter's shape.
+  The classifier must have finished training (its run wrote ``metrics.json``).
+  """
+  classifier_dir = Path(config.classifier_dir).absolute()
+  if not (classifier_dir / "metrics.json").is_file():
+    raise ValueError(
+        f"{classifier_dir} holds no finished classifier run (no metrics.json). Train one "
+        "with `python -m experiments.train_classifier --config=... --workdir=DIR` (the "
+        "same command resumes an interrupted one) and pass --config.classifier_dir=DIR.")
+  module = build_classifier(config.model)
+  expected = param_shapes(module, tuple(config.model.input_shape))
+  params = load_frozen_params(classifier_dir / "checkpoints", expected)
+  return make_apply_fn(module), params

@@ -1,9 +1,13 @@
 """The run directory: created once, bound to one config, never overwritten by another."""
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import ml_collections
+
+RunFn = Callable[[ml_collections.ConfigDict, str], Any]
 
 
 def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -53,3 +57,21 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> Path:
 def write_json(path: Path, payload: dict) -> None:
   """Writes ``payload`` as indented JSON (``Infinity`` for an unchanged PSNR)."""
   path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def run_once(run_fn: RunFn, config: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+  """``run_fn(config, workdir)`` unless it has finished (``metrics.json``) already.
+
+  A finished run counts only if it ran this very config (checked as
+  :func:`claim_workdir` does: a different one is refused, never reused).
+
+  Example::
+
+    results = run_once(methods.dft, config, Path("runs/dft/seed0"))
+  """
+  finished = Path(workdir) / "metrics.json"
+  if finished.is_file():
+    claim_workdir(str(workdir), config)
+    print(f"Finished already: {workdir}", flush=True)
+    return json.loads(finished.read_text())
+  return run_fn(config, str(workdir))

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 LAYOUTS = ("NCHW", "NHWC")

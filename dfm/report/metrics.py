@@ -1,7 +1,9 @@
-"""Evaluation metrics on host arrays: accuracy, per-class accuracy, confusion, PSNR."""
+"""Evaluation metrics on host arrays: accuracy, per-class accuracy, confusion, ROC,
+and the appearance metrics PSNR and SSIM."""
 import math
 
 import numpy as np
+from skimage.metrics import structural_similarity
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
@@ -77,3 +79,16 @@ def rates(confusion: np.ndarray) -> dict[str, float | None]:
   None for a class without examples."""
   recall = per_class_accuracy(confusion)
   return {"tpr": recall[1], "tnr": recall[0]}
+
+
+def mean_ssim(images: np.ndarray, perturbed: np.ndarray) -> float:
+  """Mean SSIM (Wang et al. 2004) over image pairs, as scikit-image computes it by
+  default: 7x7 uniform windows, data range 1, channels averaged.
+
+  Example::
+
+    mean_ssim(images, images)  # 1.0: nothing changed
+  """
+  return float(np.mean([
+      structural_similarity(a, b, data_range=1.0, channel_axis=-1)
+      for a, b in zip(images, perturbed)]))

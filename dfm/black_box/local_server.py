@@ -1,7 +1,7 @@
 """A real HTTP server for any ONNX model in the Open Inference Protocol (KServe V2).
 
-It is what :class:`dfm.kserve.HttpBlackBox` talks to in tests and on a desk: the
-standard library's threading HTTP server in front of an onnxruntime session::
+It is what :class:`dfm.black_box.http_client.HttpBlackBox` talks to in tests and on a desk:
+the standard library's threading HTTP server in front of an onnxruntime session::
 
   GET  /v2/health/ready              -> 200 {"ready": true}          (also /v2/health/live)
   GET  /v2/models/{name}             -> 200 metadata: inputs and outputs with their
@@ -15,7 +15,7 @@ With ``api_key`` every ``/v2/models`` request needs ``Authorization: Bearer KEY`
 
 Faults are injected for resilience tests: ``server.faults`` is a queue, and each
 infer request (past the key and the rate limit) takes the next fault, if any, in
-:data:`FAULTS`: "500", "503", "429" (``Retry-After: fault_retry_after_s``),
+:data:`dfm.black_box.server_limits.FAULTS`: "500", "503", "429" (``Retry-After: fault_retry_after_s``),
 "timeout" (answers after ``fault_delay_s``), "malformed" (200, not JSON),
 "wrong_shape" (one score row short), "nan" (a ``NaN`` score), "drop" (the
 connection closed unanswered), or "ok" (a good answer, to place faults after some).
@@ -29,132 +29,27 @@ Example::
   server.faults.append("503")      # the next infer request answers 503
   server.close()
 """
-import collections
 import hmac
 import http.server
 import json
 import re
 import sys
 import threading
-import time
 import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
 from absl import logging
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
-from dfm.kserve import decode_tensor, loads_strict
+from dfm.black_box.protocol import loads_strict
+from dfm.black_box.served_model import OnnxModel, encode_output
+from dfm.black_box.server_limits import FaultQueue, TokenBucket
 
-FAULTS = ("ok", "500", "503", "429", "timeout", "malformed", "wrong_shape", "nan", "drop")
 MAX_BODY_BYTES = 512 * 2**20
-_ONNX_DATATYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64"}
-_REPLY_DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64",
-                    np.dtype(np.float16): "FP16", np.dtype(np.int64): "INT64",
-                    np.dtype(np.int32): "INT32", np.dtype(np.bool_): "BOOL"}
 _MODEL_ROUTE = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/[^/]+)?(?P<action>/[a-z]+)?$")
-
-
-class OnnxModel:
-  """An ONNX file run by onnxruntime on the CPU, described by its own inputs and outputs."""
-
-  def __init__(self, path: str | Path) -> None:
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    self.session = onnxruntime.InferenceSession(str(path), options,
-                                                providers=["CPUExecutionProvider"])
-    self.inputs = {arg.name: arg for arg in self.session.get_inputs()}
-    self.outputs = [arg.name for arg in self.session.get_outputs()]
-    for arg in self.inputs.values():
-      if arg.type not in _ONNX_DATATYPES:
-        raise ValueError(f"{path} takes input {arg.name!r} as {arg.type}; this server feeds "
-                         f"only {sorted(_ONNX_DATATYPES)}.")
-
-  def metadata(self, name: str) -> dict[str, Any]:
-    """The protocol's model metadata, shapes with -1 where a size is symbolic."""
-    def describe(arg: onnxruntime.NodeArg) -> dict[str, Any]:
-      return {"name": arg.name, "datatype": _ONNX_DATATYPES.get(arg.type, arg.type),
-              "shape": [d if isinstance(d, int) else -1 for d in arg.shape]}
-    return {"name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
-            "inputs": [describe(arg) for arg in self.session.get_inputs()],
-            "outputs": [describe(arg) for arg in self.session.get_outputs()]}
-
-  def feeds(self, request: Any) -> dict[str, np.ndarray]:
-    """The model's input arrays from an infer request, or a ValueError saying what is wrong."""
-    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list):
-      raise ValueError("The request has no 'inputs' list.")
-    given = {t.get("name"): t for t in request["inputs"] if isinstance(t, dict)}
-    feeds = {}
-    for name, arg in self.inputs.items():
-      if name not in given:
-        raise ValueError(f"The request has no input named {name!r} (it has {sorted(given)}); "
-                         f"the model takes {sorted(self.inputs)}.")
-      shape = [d if isinstance(d, int) else None for d in arg.shape]
-      values = decode_tensor(given[name], shape=shape, source="The request")
-      feeds[name] = values.astype(np.float64 if arg.type == "tensor(double)" else np.float32)
-    return feeds
-
-  def wanted_outputs(self, request: dict[str, Any]) -> list[str]:
-    """The outputs the request names (all of them if it names none)."""
-    wanted = [o.get("name") for o in request.get("outputs") or [] if isinstance(o, dict)]
-    unknown = sorted(set(wanted) - set(self.outputs))
-    if unknown:
-      raise ValueError(f"The model has no outputs {unknown}; it has {self.outputs}.")
-    return wanted or self.outputs
-
-  def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return dict(zip(names, self.session.run(names, feeds)))
-
-
-def encode_output(name: str, array: np.ndarray) -> dict[str, Any]:
-  """One output array as a protocol tensor (NaN is written as the JSON token ``NaN``)."""
-  array = np.asarray(array)
-  if array.dtype not in _REPLY_DATATYPES:
-    raise ValueError(f"The model's output {name!r} has dtype {array.dtype}, which this server "
-                     "cannot send.")
-  return {"name": name, "shape": list(array.shape), "datatype": _REPLY_DATATYPES[array.dtype],
-          "data": array.ravel().tolist()}
-
-
-class FaultQueue(collections.deque):
-  """Fault names, taken one per infer request; appending an unknown name fails at once."""
-
-  def append(self, fault: str) -> None:
-    super().append(_known_fault(fault))
-
-  def extend(self, faults: Iterable[str]) -> None:
-    super().extend([_known_fault(fault) for fault in faults])
-
-
-def _known_fault(fault: str) -> str:
-  if fault not in FAULTS:
-    raise ValueError(f"Unknown fault {fault!r}; inject one of {FAULTS}.")
-  return fault
-
-
-class TokenBucket:
-  """``rate`` requests a second, ``burst`` at once; :meth:`take` says how long to wait."""
-
-  def __init__(self, rate: float, burst: float = 1.0) -> None:
-    if rate <= 0:
-      raise ValueError(f"max_requests_per_s must be positive, got {rate}.")
-    self.rate, self.burst, self.tokens = rate, burst, burst
-    self.last = time.monotonic()
-    self._lock = threading.Lock()
-
-  def take(self) -> float:
-    """0 if a request may pass now (it takes a token), else the seconds until one may."""
-    with self._lock:
-      now = time.monotonic()
-      self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-      self.last = now
-      if self.tokens >= 1:
-        self.tokens -= 1
-        return 0.0
-      return (1 - self.tokens) / self.rate
 
 
 class InferenceServer(http.server.ThreadingHTTPServer):

@@ -8,6 +8,8 @@ one on validation and test, and write the same ``metrics.json``::
 
 with accuracy, per-class accuracy and, where images are perturbed, PSNR and SSIM.
 """
+import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +17,18 @@ import jax
 import ml_collections
 import numpy as np
 
-from dfm import data, report
-from dfm.evaluate import EvalStep, Scores, score, summarize
-from dfm.figures import save_noise_png
+from dfm import data
+from dfm.report import document as report
+from dfm.report import figures, metrics
+from dfm.report.scores import Scores, summarize
+from dfm.report.tables import write_csv
+from dfm.run.evaluate import EvalStep, score_split
+from dfm.run.workdir import write_json
 from dfm.transform import perturb
-from dfm.workdir import write_json
 
 # SSIM is computed on host image by image: the first this many test images.
 SSIM_IMAGES = 1000
 METHOD_TITLES = {"dft": "DFT", "mft": "MFT", "dft_mft": "DFT+MFT", "query_dft": "Query-only DFT"}
-
-
-def _scores(eval_step, params, noise, source, config) -> Scores:
-  return score(eval_step, params, noise,
-               data.iterate_eval_batches(source, batch_size=config.eval_batch_size))
 
 
 def _test_images(source, config, limit: int) -> np.ndarray:
@@ -48,30 +48,31 @@ def _fixed(before: Scores, after: Scores) -> np.ndarray:
 
 
 def _samples(before: Scores, after: Scores, fixed: np.ndarray, images: np.ndarray,
-             perturbed: np.ndarray) -> report.Samples:
-  return report.Samples(images[fixed], perturbed[fixed], before.labels[fixed],
+             perturbed: np.ndarray) -> figures.Samples:
+  return figures.Samples(images[fixed], perturbed[fixed], before.labels[fixed],
                         before.predictions[fixed], after.predictions[fixed])
 
 
 def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: str, dataset: str,
-                  eval_step: EvalStep, kind: str, before: tuple[Any, Any],
+                  eval_step: EvalStep, transform: str, before: tuple[Any, Any],
                   after: tuple[Any, Any], sources: dict[str, Any],
-                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                  extra: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
   """Evaluates ``before`` and ``after`` = ``(params, noise or None)``; writes the results.
 
-  ``eval_step`` scores the images (:func:`dfm.evaluate.make_eval_step`, or a black
-  box's); ``kind`` is the transform that renders the perturbed samples; ``extra``
-  joins ``metrics.json`` (e.g. the query ledger). Writes ``metrics.json``,
-  ``report.md`` with its figures and, when ``after`` has a noise, ``noise.npy``
-  and ``noise.png``. Prints one line; returns the metrics.
+  ``eval_step`` scores the images (:func:`dfm.run.evaluate.make_eval_step`, or a
+  black box's); ``transform`` renders the perturbed samples; ``extra()``, called
+  once the splits are scored, joins ``metrics.json`` (e.g. the query ledger with
+  the final evaluation's queries). Writes ``metrics.json`` once, ``report.md``
+  with its figures and, when ``after`` has a noise, ``noise.npy`` and
+  ``noise.png``. Prints one line; returns the metrics.
   """
   noise = None if after[1] is None else np.asarray(jax.device_get(after[1]))
   num_classes = config.model.num_classes
-  results: dict[str, Any] = {"method": method, "dataset": dataset, "split": "test", **(extra or {})}
+  results: dict[str, Any] = {"method": method, "dataset": dataset, "split": "test"}
   scores = {}
   for split in ("test", "validation"):
     scores[split] = {
-        name: _scores(eval_step, params, state_noise, sources[split], config)
+        name: score_split(eval_step, params, state_noise, sources[split], config)
         for name, (params, state_noise) in (("before", before), ("after", (after[0], noise)))}
     summary = {
         name: summarize(s, num_classes=num_classes, perturbed=name == "after" and noise is not None)
@@ -85,15 +86,17 @@ def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: s
   num_images = max(SSIM_IMAGES if noise is not None else 0, int(fixed.max(initial=-1)) + 1, 1)
   images = _test_images(sources["test"], config, num_images)
   perturbed = images if noise is None else np.asarray(
-      jax.jit(perturb, static_argnames="kind")(images, noise, kind=kind))
+      jax.jit(functools.partial(perturb, transform=transform))(images, noise))
   appearance = None
   if noise is not None:
     np.save(workdir / "noise.npy", noise)
-    save_noise_png(noise, workdir / "noise.png")
+    figures.save_noise_png(noise, workdir / "noise.png")
     count = min(SSIM_IMAGES, len(images))
     appearance = {"psnr_db": results["after"]["psnr_db"], "ssim_images": count,
-                  "ssim": report.mean_ssim(images[:count], perturbed[:count])}
+                  "ssim": metrics.mean_ssim(images[:count], perturbed[:count])}
     results["after"]["ssim"] = appearance["ssim"]
+  head = {key: results.pop(key) for key in ("method", "dataset", "split")}
+  results = {**head, **(extra() if extra is not None else {}), **results}
   write_json(workdir / "metrics.json", results)
   report.write_report(
       workdir, title=f"{METHOD_TITLES[method]} on {dataset}",
@@ -112,3 +115,20 @@ def _print_summary(results: dict[str, Any], workdir: Path) -> None:
         f"{100 * before:.1f}% -> {100 * after:.1f}% ({100 * (after - before):+.1f} points){psnr}; "
         f"val {100 * val['before']['accuracy']:.1f}% -> {100 * val['after']['accuracy']:.1f}%. "
         f"Outputs: {workdir}")
+
+
+CURVE_FIELDS = ("batch", "queries_images", "queries_calls", "val_accuracy", "best_val_accuracy")
+
+
+def write_query_curve(run_dir: Path, records: list[dict[str, Any]]) -> list[dict[str, float]]:
+  """Validation accuracy against queries spent, from the query phase's own records.
+
+  Writes ``queries.csv`` (columns :data:`CURVE_FIELDS`) and ``queries.png``;
+  returns the rows.
+  """
+  rows = [{field: record[field] for field in CURVE_FIELDS}
+          for record in records if "val_accuracy" in record]
+  write_csv(run_dir / "queries.csv", CURVE_FIELDS,
+            [[row[field] for field in CURVE_FIELDS] for row in rows])
+  figures.save_queries_png(rows, run_dir / "queries.png")
+  return rows

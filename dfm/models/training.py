@@ -1,4 +1,5 @@
 """Fitting the classifier's weights: pre-training, and model fine-tuning (MFT)."""
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -7,8 +8,8 @@ import jax.numpy as jnp
 import optax
 
 from dfm import losses
-from dfm.dft import ApplyFn, Batch, Metrics
-from dfm.transform import perturb
+from dfm.transform import Transform, get_transform, perturb
+from dfm.types import ApplyFn, Batch, Metrics
 
 TrainState = dict[str, Any]
 TrainStep = Callable[..., tuple[TrainState, Metrics]]
@@ -43,12 +44,13 @@ def restrict_to_layers(
 
 
 def make_train_step(
-    apply_fn: ApplyFn, optimizer: optax.GradientTransformation, *, kind: str = "tanh"
+    apply_fn: ApplyFn, optimizer: optax.GradientTransformation, *,
+    transform: str | Transform = "tanh"
 ) -> TrainStep:
   """Returns the pure step minimising softmax cross-entropy over the weights.
 
   ``step(state, batch, noise=None)`` fits the images as they are, or, given a
-  noise, their perturbed versions ``Z = perturb(X, noise, kind=kind)`` (the MFT
+  noise, their perturbed versions ``Z = perturb(X, noise, transform=transform)`` (the MFT
   half of DFT+MFT). The noise is an input here, never updated.
 
   Example::
@@ -57,8 +59,10 @@ def make_train_step(
     state, metrics = step(init_train_state(params, optax.adam(1e-3)), batch)
   """
 
+  perturb_fn = functools.partial(perturb, transform=get_transform(transform))
+
   def loss_fn(params: Any, batch: Batch, noise: Any) -> tuple[jax.Array, Metrics]:
-    images = batch["image"] if noise is None else perturb(batch["image"], noise, kind=kind)
+    images = batch["image"] if noise is None else perturb_fn(batch["image"], noise)
     logits = apply_fn(params, images)
     mask = batch.get("mask")
     loss = losses.softmax_xent(logits=logits, labels=batch["label"], weights=mask)

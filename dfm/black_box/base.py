@@ -4,11 +4,15 @@ A black box is ``score_fn(images) -> probabilities``: a host batch ``[N, H, W, C
 in [0, 1] goes in, ``[N, num_classes]`` class probabilities come out. Nothing
 differentiates through it; it is only called. Every adapter (a JAX ``apply_fn``,
 an ONNX file, an HTTP service) subclasses :class:`BlackBox`, which checks each
-reply and counts what was spent in ``counts``:
+reply. The model keeps no count: :meth:`BlackBox.score` returns what one call
+spent beside the scores, a :class:`Spent`:
 
 - ``calls``: requests answered (one per ``score`` call, or one per HTTP batch);
 - ``images``: images scored in answered calls;
 - ``failures``: requests that failed and were retried or given up on.
+
+An exception raised by ``score`` carries what the call spent before it failed
+as ``error.spent`` (see :func:`spent_of`), so the caller's ledger loses nothing.
 
 A model that reveals only its top-k classes answers NaN for the others: unknown,
 not zero (see :func:`known_true_class_probability`).
@@ -16,12 +20,14 @@ not zero (see :func:`known_true_class_probability`).
 Example::
 
   model = JaxBlackBox(apply_fn, params, num_classes=10)
-  probabilities = model(images)          # np.ndarray [N, num_classes]
-  model.counts                           # {"calls": 1, "images": N, "failures": 0}
+  reply = model.score(images)
+  reply.probabilities                    # np.ndarray [N, num_classes]
+  reply.spent                            # Spent(calls=1, images=N, failures=0)
+  model(images)                          # the probabilities alone
 """
 import abc
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,14 +38,61 @@ COUNTS = ("calls", "images", "failures")
 _SUM_TOLERANCE = 1e-3
 
 
-def ledger_arrays(counts: dict[str, Any]) -> dict[str, np.ndarray]:
-  """The counts as 0-d int64 arrays, the form a checkpointed state holds."""
+class Spent(NamedTuple):
+  """What scoring cost: answered ``calls``, ``images`` they scored, failed attempts.
+
+  Example::
+
+    Spent(1, 8) + Spent(failures=2)  # Spent(calls=1, images=8, failures=2)
+  """
+
+  calls: int = 0
+  images: int = 0
+  failures: int = 0
+
+  def __add__(self, other: "Spent") -> "Spent":  # type: ignore[override]
+    return Spent(*(a + b for a, b in zip(self, other)))
+
+
+class Reply(NamedTuple):
+  """A scored batch: ``probabilities [N, num_classes]`` and what the call ``spent``."""
+
+  probabilities: np.ndarray
+  spent: Spent
+
+
+def spent_of(error: BaseException) -> Spent:
+  """What was spent before ``error`` was raised (nothing if it does not say)."""
+  return getattr(error, "spent", Spent())
+
+
+def with_spent(error: BaseException, spent: Spent) -> BaseException:
+  """``error`` marked with ``spent`` (what its call cost before it), to re-raise."""
+  error.spent = spent  # type: ignore[attr-defined]
+  return error
+
+
+def ledger_arrays(counts: Any) -> dict[str, np.ndarray]:
+  """A ledger (a dict of :data:`COUNTS`, or a :class:`Spent`) as 0-d int64 arrays,
+  the form a checkpointed state holds."""
+  counts = counts._asdict() if isinstance(counts, Spent) else counts
   return {name: np.asarray(counts[name], np.int64) for name in COUNTS}
 
 
-def ledger_ints(counts: dict[str, Any]) -> dict[str, int]:
-  """The counts as plain ints, the form a model and JSON hold."""
+def ledger_ints(counts: Any) -> dict[str, int]:
+  """A ledger as plain ints, the form JSON holds."""
   return {name: int(counts[name]) for name in COUNTS}
+
+
+def add_spent(ledger: Any, spent: Spent) -> dict[str, np.ndarray]:
+  """``ledger + spent``, as the 0-d int64 arrays a state holds.
+
+  Example::
+
+    add_spent(ledger_arrays(Spent()), Spent(1, 8))["images"]  # array(8)
+  """
+  return {name: np.asarray(int(ledger[name]) + getattr(spent, name), np.int64)
+          for name in COUNTS}
 
 
 def check_probabilities(probabilities: Any, num_images: int, num_classes: int, *,
@@ -109,62 +162,69 @@ def check_images(images: Any) -> np.ndarray:
 
 
 class BlackBox(abc.ABC):
-  """A model scored by queries only: ``model(images) -> probabilities``, counted.
+  """A model scored by queries only: ``model.score(images) -> Reply``.
 
-  Subclasses implement ``_score(images) -> probabilities`` and set
-  ``num_classes``; ``partial`` marks top-k replies (NaN for unknown classes).
+  Subclasses implement ``_score(images) -> Reply`` (an exception it raises carries
+  ``spent``, see :func:`with_spent`) and set ``num_classes``; ``partial`` marks
+  top-k replies (NaN for unknown classes).
   """
 
   num_classes: int
   partial: bool = False
 
-  def __init__(self) -> None:
-    self.counts = dict.fromkeys(COUNTS, 0)
-
   @abc.abstractmethod
-  def _score(self, images: np.ndarray) -> np.ndarray:
-    """The model's probabilities for ``images``, counted with :meth:`_count_call`."""
+  def _score(self, images: np.ndarray) -> Reply:
+    """The model's probabilities for ``images`` and what the call spent."""
 
   def calls_for(self, num_images: int) -> int:
     """Calls that scoring ``num_images`` images at once takes (one, unless batched)."""
     del num_images
     return 1
 
-  def _count_call(self, num_images: int) -> None:
-    self.counts["calls"] += 1
-    self.counts["images"] += num_images
+  def score(self, images: Any) -> Reply:
+    """The checked probabilities of ``images`` ([N, H, W, C] in [0, 1]) and the cost.
+
+    Raises:
+      ValueError: bad images, or a reply that is not probabilities (its ``spent``
+        counts the answered call).
+    """
+    images = check_images(images)
+    reply = self._score(images)
+    try:
+      probabilities = check_probabilities(reply.probabilities, len(images), self.num_classes,
+                                          source=type(self).__name__, partial=self.partial)
+    except ValueError as error:
+      raise with_spent(error, reply.spent) from None
+    return Reply(probabilities, reply.spent)
 
   def __call__(self, images: Any) -> np.ndarray:
-    images = check_images(images)
-    probabilities = self._score(images)
-    return check_probabilities(probabilities, len(images), self.num_classes,
-                               source=type(self).__name__, partial=self.partial)
+    """The probabilities alone, for uses that keep no ledger."""
+    return self.score(images).probabilities
 
 
 class JaxBlackBox(BlackBox):
   """A JAX ``apply_fn(params, x) -> logits`` seen only through its softmax scores.
 
   The images reach it as host arrays and the scores leave as host arrays, so a
-  ``jax.grad`` around a query-only step cannot trace through the model.
+  ``jax.grad`` around a query-only step cannot trace through the model. The
+  params are placed on the device once.
   """
 
   def __init__(self, apply_fn: Callable, params: Any, *, num_classes: int) -> None:
-    super().__init__()
     self.num_classes = num_classes
-    self._params = jax.device_get(params)
+    self._params = jax.device_put(params)
     self._probabilities = jax.jit(lambda params, x: jax.nn.softmax(apply_fn(params, x), -1))
 
-  def _score(self, images: np.ndarray) -> np.ndarray:
-    probabilities = np.asarray(self._probabilities(self._params, images))
-    self._count_call(len(images))
-    return probabilities
+  def _score(self, images: np.ndarray) -> Reply:
+    probabilities = np.asarray(self._probabilities(self._params, jax.device_put(images)))
+    return Reply(probabilities, Spent(calls=1, images=len(images)))
 
 
 class TopKBlackBox(BlackBox):
   """Only the ``k`` most probable classes of ``inner`` are revealed; the rest read NaN.
 
-  This is what an API that returns "top-k labels with scores" gives. Its counts
-  are the inner model's.
+  This is what an API that returns "top-k labels with scores" gives. What it
+  spends is what the inner model spends.
   """
 
   partial = True
@@ -174,22 +234,15 @@ class TopKBlackBox(BlackBox):
       raise ValueError(f"top-k needs 1 <= k <= {inner.num_classes} classes, got k={k}.")
     self.inner, self.k, self.num_classes = inner, k, inner.num_classes
 
-  @property
-  def counts(self) -> dict[str, int]:
-    return self.inner.counts
-
-  @counts.setter
-  def counts(self, counts: dict[str, int]) -> None:
-    self.inner.counts = counts
-
   def calls_for(self, num_images: int) -> int:
     return self.inner.calls_for(num_images)
 
-  def _score(self, images: np.ndarray) -> np.ndarray:
-    probabilities = np.array(self.inner(images))
+  def _score(self, images: np.ndarray) -> Reply:
+    reply = self.inner.score(images)
+    probabilities = np.array(reply.probabilities)
     hidden = np.argsort(-probabilities, axis=1)[:, self.k:]
     np.put_along_axis(probabilities, hidden, np.nan, axis=1)
-    return probabilities
+    return Reply(probabilities, reply.spent)
 
 
 def known_true_class_probability(probabilities: jax.Array, labels: jax.Array) -> jax.Array:

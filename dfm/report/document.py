@@ -1,0 +1,98 @@
+"""A run's report: ``report.md`` with its PNG figures, readable on GitHub.
+
+The paper's views of a before/after comparison on the test split: confusion
+matrices with TPR/TNR (Table 4), ROC curves with AUC (Fig. 7), score
+distributions (Figs. 6 and 8), the learned noise (Fig. 3b) and corrected samples
+(Fig. 5); query-only runs append what the queries cost.
+"""
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dfm.report import figures, metrics, tables
+from dfm.report.figures import Samples
+from dfm.report.scores import Scores, roc_of
+
+MAX_SAMPLES = 8
+
+
+def append_queries(workdir: Path, queries: dict[str, Any]) -> None:
+  """Adds the query ledger and the accuracy-against-queries curve to ``report.md``."""
+  rows = [[name, *(queries[part][name] for part in ("fit", "total"))]
+          for name in ("calls", "images", "failures")]
+  chosen = queries["chosen"]
+  budget = ", ".join(f"{k} {v}" for k, v in queries["budget"].items() if v) or "none"
+  text = (f"\n## Queries\n\nBudget: {budget}. The chosen noise was scored on validation after "
+          f"batch {chosen['batch']}, {chosen['images']} images into the run "
+          f"({100 * chosen['val_accuracy']:.1f}% val; batch 0 is no noise).\n\n"
+          + tables.markdown_table(
+              ["counted", "to fit and select", "with the final evaluation"], rows)
+          + "\n\n![validation accuracy against queries](queries.png)\n"
+          "Every point: `queries.csv`.\n")
+  with (workdir / "report.md").open("a") as report:
+    report.write(text)
+
+
+def _confusion_table(scores: Scores, class_names: list[str]) -> str:
+  """Rows: true class; cells: % of the row predicted as each class."""
+  confusion = metrics.confusion_matrix(scores.labels, scores.predictions, len(class_names))
+  percent = 100 * confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+  lines = ["| true \\ predicted | " + " | ".join(class_names) + " |",
+           "|---" * (len(class_names) + 1) + "|"]
+  lines += [f"| {name} | " + " | ".join(f"{v:.1f}" for v in row) + " |"
+            for name, row in zip(class_names, percent)]
+  if len(class_names) == 2:
+    rates = {k: "n/a" if v is None else f"{100 * v:.2f}%"
+             for k, v in metrics.rates(confusion).items()}
+    lines.append(f"\nTPR ({class_names[1]}) {rates['tpr']}, TNR ({class_names[0]}) {rates['tnr']}")
+  return "\n".join(lines)
+
+
+def write_report(workdir: Path, *, title: str, class_names: list[str], before: Scores,
+                 after: Scores, samples: Samples, appearance: dict[str, float] | None,
+                 has_noise: bool) -> Path:
+  """Writes ``report.md``, ``roc.png``, ``scores.png``, ``corrected.png`` into ``workdir``.
+
+  ``appearance`` holds PSNR and SSIM between the test images and their perturbed
+  versions (``None`` when the images are not perturbed); ``has_noise`` links the
+  run's ``noise.png``. Returns the report's path.
+  """
+  num_classes = len(class_names)
+  rocs = {"before": roc_of(before, num_classes), "after": roc_of(after, num_classes)}
+  aucs = figures.plot_roc(rocs, num_classes, workdir / "roc.png")
+  figures.plot_scores(before, after, class_names, workdir / "scores.png")
+  accuracy = {name: 100 * float(np.mean(s.predictions == s.labels))
+              for name, s in (("before", before), ("after", after))}
+  lines = [f"# {title}", "",
+           f"Test split, {len(before.labels)} examples.", "",
+           "| | before | after |", "|---|---|---|",
+           f"| accuracy (%) | {accuracy['before']:.2f} | {accuracy['after']:.2f} |",
+           f"| ROC AUC | {aucs['before']:.4f} | {aucs['after']:.4f} |"]
+  if appearance:
+    lines += [f"| PSNR (dB), image vs perturbed | | {appearance['psnr_db']:.2f} |",
+              f"| SSIM, image vs perturbed ({appearance['ssim_images']} images) | | "
+              f"{appearance['ssim']:.4f} |"]
+  for name, scores in (("Before", before), ("After", after)):
+    lines += ["", f"## Confusion matrix, {name.lower()} (% of each true class)", "",
+              _confusion_table(scores, class_names)]
+  lines += ["", "## ROC", "", "![ROC before and after](roc.png)"]
+  if num_classes > 2:
+    per_class = zip(class_names, rocs["before"][2], rocs["after"][2])
+    lines += ["", "| class | AUC before | AUC after |", "|---|---|---|"]
+    lines += [f"| {name} | {b:.4f} | {a:.4f} |" for name, b, a in per_class]
+  lines += ["", "## Score distributions", "", "![scores before and after](scores.png)"]
+  if has_noise:
+    lines += ["", "## The learned noise", "",
+              "Grey is 0; white and black are the largest positive and negative values.", "",
+              "![noise](noise.png)"]
+  lines += ["", "## Misclassified before, right after", ""]
+  if len(samples.labels):
+    figures.plot_samples(samples, class_names, workdir / "corrected.png")
+    lines += ["Top: the test image (true class, and the class predicted before); "
+              "bottom: what the classifier sees after.", "", "![corrected samples](corrected.png)"]
+  else:
+    lines.append("No test image went from wrong to right.")
+  path = workdir / "report.md"
+  path.write_text("\n".join(lines) + "\n")
+  return path

@@ -1,0 +1,60 @@
+"""Checking a config's schedules before anything is written."""
+import ml_collections
+
+from dfm import losses, optim, parallel, transform
+from dfm.models import training as classifier
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ValueError(f"config.{name}={value!r} is not one of {choices}.")
+
+
+def _check_rounds(config: ml_collections.ConfigDict) -> None:
+  """DFT+MFT: rounds and each phase's epochs positive; DFT and MFT share the dataset."""
+  for field in ("rounds", "dft_epochs", "mft_epochs"):
+    if config.dft_mft[field] < 1:
+      raise ValueError(f"config.dft_mft.{field} must be a positive integer, "
+                       f"got {config.dft_mft[field]}.")
+  if config.dft.dataset != config.mft.dataset:
+    raise ValueError(f"config.dft.dataset={config.dft.dataset!r} and config.mft.dataset="
+                     f"{config.mft.dataset!r} differ; DFT+MFT fine-tunes both on one dataset.")
+
+
+def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
+  """Checks ``config.<section>`` (``train``, ``mft``, ``dft`` or ``dft_mft``) before
+  anything is written.
+
+  Sizes and counts must be positive, choices known, and the checkpoint and log
+  cadences (in steps) whole batches: a DFT batch serves ``updates_per_batch``
+  steps, and checkpoints are taken between batches. ``dft_mft`` checks its rounds
+  and the ``dft`` and ``mft`` sections it runs.
+
+  Raises:
+    ValueError: naming the field and what it must be.
+  """
+  if section == "dft_mft":
+    check_schedule(config, "dft")
+    check_schedule(config, "mft")
+    _check_rounds(config)
+    return
+  schedule = config[section]
+  for field in ("batch_size", "epochs", *(("updates_per_batch",) if section == "dft" else ())):
+    if schedule[field] < 1:
+      raise ValueError(f"config.{section}.{field} must be a positive integer, got {schedule[field]}.")
+  if not schedule.lr > 0:
+    raise ValueError(f"config.{section}.lr must be positive, got {schedule.lr}.")
+  _check_choice(f"{section}.optimizer", schedule.optimizer, optim.OPTIMIZERS)
+  steps_per_batch = schedule.get("updates_per_batch", 1)
+  for field in ("checkpoint_every", "log_every"):
+    if config[field] < 1 or config[field] % steps_per_batch:
+      raise ValueError(
+          f"config.{field}={config[field]} must be a positive multiple of "
+          f"config.{section}.updates_per_batch={steps_per_batch} (whole batches).")
+  if section == "mft":
+    _check_choice("mft.layers", schedule.layers, classifier.MFT_LAYERS)
+  if section == "dft":
+    _check_choice("dft.transform", schedule.transform, tuple(transform.TRANSFORMS))
+    _check_choice("dft.class_term", schedule.class_term, tuple(losses.CLASS_TERMS))
+    _check_choice("dft.parallel", schedule.parallel, parallel.PARALLEL_MODES)
+    _check_choice("dft.lr_schedule", schedule.lr_schedule, optim.LR_SCHEDULES)

@@ -1,0 +1,77 @@
+"""Evaluating a classifier on a split, with or without the learned noise."""
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from dfm import data
+from dfm.dft import perturb_with_distance
+from dfm.report.scores import Scores, summarize
+from dfm.transform import Transform, get_transform
+from dfm.types import ApplyFn, Batch
+from dfm.xla import compiler_options
+
+EvalStep = Callable[[Any, Any, Batch], tuple[jax.Array, jax.Array]]
+
+
+def make_eval_step(apply_fn: ApplyFn, *, transform: str | Transform = "tanh") -> EvalStep:
+  """Returns ``eval_step(params, noise, batch) -> (probabilities, squared_error)``.
+
+  ``noise=None`` evaluates the images as they are (squared error 0); otherwise
+  ``Z = perturb(X, noise)`` and ``squared_error[k] = ||X_k - Z_k||_F^2``. The
+  probabilities are ``softmax(apply_fn(params, Z))``, one row per image. The
+  batch is put on the device explicitly; ``params`` and ``noise`` are expected
+  there already (see :func:`dfm.models.load_frozen_params`).
+  """
+  transform = get_transform(transform)
+
+  @functools.partial(jax.jit, compiler_options=compiler_options())
+  def compiled(params: Any, noise: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    images = batch["image"]
+    if noise is None:
+      perturbed, error = images, jax.numpy.zeros(images.shape[0], images.dtype)
+    else:
+      perturbed, error = perturb_with_distance(images, noise, transform=transform)
+    return jax.nn.softmax(apply_fn(params, perturbed), axis=-1), error
+
+  def eval_step(params: Any, noise: Any, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    return compiled(params, noise, jax.device_put({"image": batch["image"]}))
+
+  return eval_step
+
+
+def score(eval_step: EvalStep, params: Any, noise: Any, batches: Iterable[Batch]) -> Scores:
+  """Class probabilities of every (unpadded) example, in the order of ``batches``."""
+  labels, probabilities, squared_error, num_values = [], [], 0.0, 0
+  for batch in batches:
+    keep = np.asarray(batch["mask"]) > 0
+    batch_probabilities, batch_error = jax.device_get(eval_step(params, noise, batch))
+    labels.append(np.asarray(batch["label"])[keep])
+    probabilities.append(np.asarray(batch_probabilities)[keep])
+    squared_error += float(batch_error[keep].sum())
+    num_values += int(keep.sum()) * int(np.prod(batch["image"].shape[1:]))
+  return Scores(np.concatenate(labels), np.concatenate(probabilities), squared_error, num_values)
+
+
+def score_split(eval_step: EvalStep, params: Any, noise: Any, source: Any,
+                config: ml_collections.ConfigDict) -> Scores:
+  """:func:`score` over every example of ``source`` (``noise=None``: as is)."""
+  return score(eval_step, params, noise,
+               data.iterate_eval_batches(source, batch_size=config.eval_batch_size))
+
+
+def evaluate_split(eval_step: EvalStep, params: Any, noise: Any, source: Any,
+                   config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Accuracy, per-class accuracy and (with a noise) PSNR over every example of
+  ``source`` (``noise=None``: the images as they are).
+
+  Example::
+
+    report = evaluate_split(make_eval_step(apply_fn), params, noise, sources["test"], config)
+    report["accuracy"], report["psnr_db"]
+  """
+  return summarize(score_split(eval_step, params, noise, source, config),
+                   num_classes=config.model.num_classes, perturbed=noise is not None)

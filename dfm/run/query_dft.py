@@ -1,0 +1,77 @@
+"""Query-only DFT as a method: ``query_dft(config, workdir) -> metrics``.
+
+The model is a black box (``config.black_box.kind``): ``jax`` (a classifier
+checkpoint seen only through its scores), ``onnx`` (a file run by onnxruntime)
+or ``http`` (a KServe V2 server). Writes into the workdir: config.json,
+checkpoints/, metrics.jsonl, queries.csv and queries.png (validation accuracy
+against queries spent), noise.npy, noise.png, metrics.json (before/after on
+validation and test, and the query ledger) and report.md. Starting again
+resumes from the last checkpoint, and the query count with it.
+
+Example::
+
+  results = query_dft(config, "runs/query/gender_v1")
+  results["queries"]["total"]["images"]
+"""
+from typing import Any
+
+import ml_collections
+
+from dfm import black_box, data, models
+from dfm.black_box.base import add_spent, ledger_ints
+from dfm.query import SpentTally, TrueGradient, check_query, make_black_box_eval_step
+from dfm.query import make_true_gradient
+from dfm.report.document import append_queries
+from dfm.run.checks import check_schedule
+from dfm.run.phases import fit_noise_by_queries, noise_shape
+from dfm.run.results import write_query_curve, write_results
+from dfm.run.workdir import claim_workdir
+
+
+def _true_gradient(config: ml_collections.ConfigDict) -> TrueGradient | None:
+  """For ``config.query.cosine``: the white-box gradient of a JAX model's class term."""
+  if not config.query.cosine:
+    return None
+  if config.black_box.kind != "jax":
+    raise ValueError("config.query.cosine needs the true gradient, which only a JAX model "
+                     "(config.black_box.kind='jax') has.")
+  apply_fn, params = models.load_frozen_classifier(config)
+  return make_true_gradient(apply_fn, params, transform=config.dft.transform,
+                            class_term=config.dft.class_term)
+
+
+def query_dft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Fits the noise by queries, evaluates before/after through the model, writes outputs.
+
+  Everything is checked (config, model, data) before the workdir is claimed.
+  """
+  check_schedule(config, "dft")
+  model = black_box.from_config(config)
+  true_gradient = _true_gradient(config)
+  sources = data.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
+  check_query(config, model, len(sources["validation"]))
+  noise_shape(config)
+  workdir = claim_workdir(workdir, config)
+  state, records = fit_noise_by_queries(config, model, sources, workdir,
+                                        true_gradient=true_gradient)
+  curve = write_query_curve(workdir, records)
+  fitted, best, final = ledger_ints(state["queries"]), state["best"], SpentTally()
+
+  def queries() -> dict[str, Any]:
+    return {"queries": {
+        "fit": fitted, "budget": config.budget.to_dict(),
+        "chosen": {"batch": int(best["batch"]), "images": int(best["images"]),
+                   "val_accuracy": float(best["val_accuracy"])},
+        "curve_points": len(curve),
+        "total": ledger_ints(add_spent(state["queries"], final.total))}}
+
+  results = write_results(
+      workdir, config, method="query_dft", dataset=config.dft.dataset,
+      eval_step=make_black_box_eval_step(model, transform=config.dft.transform, tally=final),
+      transform=config.dft.transform, before=(None, None), after=(None, best["noise"]),
+      sources=sources, extra=queries)
+  append_queries(workdir, results["queries"])
+  print(f"Queries: {fitted['images']} images in {fitted['calls']} calls to fit and select "
+        f"({fitted['failures']} failed); {results['queries']['total']['images']} with the "
+        "final evaluation.", flush=True)
+  return results
