@@ -1,7 +1,13 @@
-r"""Query-only DFT of gender-v1.onnx on the embedded LFW faces, over the 5 folds.
+r"""Query-only (or white-box) DFT of gender-v1.onnx on the embedded LFW faces, over 5 folds.
 
   python -m experiments.query_kfold --workdir=runs/query/gender_v1 \
       --grid='dft.lr=0.03,0.1,0.3' --grid='dft.noise_shape=(),(8,8,1)'
+  python -m experiments.query_kfold --white_box --workdir=runs/own/gender_v1 \
+      --grid='dft.lr=0.03,0.1,0.3' --grid='dft.noise_shape=(),(8,8,1)'
+
+With `--white_box` each run is white-box DFT through the model's graph
+(`configs/own_model.py:gender_v1`) instead of query-only DFT through onnxruntime
+(`configs/query.py:gender_v1`): the same folds, grid and selection on validation.
 
 For each fold k (test = fold k, validation = fold k+1, train = the other three;
 `lfw_subset/25px_fold{k}`, prepared here if needed), every grid point of
@@ -16,9 +22,10 @@ from typing import Any
 
 from absl import flags
 
-from configs import query
+from configs import own_model, query
 from dfm import data
 from dfm.report.tables import format_mean_std, markdown_table, write_csv
+from dfm.run.methods import dft
 from dfm.run.query_dft import query_dft
 from dfm.run.workdir import run_once
 from dfm.studies.sweep import configured, parse_grid, point_name, points
@@ -31,14 +38,19 @@ _OPTIONS = flags.DEFINE_string("options", "", "Options of configs/query.py:gende
 _FOLDS = flags.DEFINE_list("folds", ["0", "1", "2", "3", "4"], "Test folds to run.")
 _GRID = flags.DEFINE_multi_string("grid", [], "KEY=V1,V2,... as in experiments.sweep.")
 _BUDGET = flags.DEFINE_integer("budget", 0, "config.budget.queries of every run (0: none).")
+_WHITE_BOX = flags.DEFINE_bool("white_box", False, "White-box DFT through the model's graph "
+                               "instead of query-only DFT.")
 HEADER = ["fold", "selected", "test before (%)", "test after (%)", "val before (%)",
           "val after (%)", "PSNR (dB)", "queries of the run", "queries of the search"]
 
 
 def _fold_config(fold: int):
-  config = query.get_config(",".join(filter(None, ["gender_v1", _OPTIONS.value, f"fold={fold}"])))
+  arg = ",".join(filter(None, ["gender_v1", _OPTIONS.value, f"fold={fold}"]))
+  config = (own_model if _WHITE_BOX.value else query).get_config(arg)
   with config.unlocked():
-    config.data_dir, config.budget.queries = _DATA_DIR.value, _BUDGET.value
+    config.data_dir = _DATA_DIR.value
+    if not _WHITE_BOX.value:
+      config.budget.queries = _BUDGET.value
   return config
 
 
@@ -50,20 +62,23 @@ def _run_fold(fold: int, grid, root: Path) -> tuple[str, dict[str, Any], int]:
   best, spent = None, 0
   for point in points(grid):
     config = configured(base, point, base.seed)
-    results = run_once(query_dft, config, root / f"fold{fold}" / point_name(point))
-    spent += results["queries"]["total"]["images"]
+    results = run_once(dft if _WHITE_BOX.value else query_dft, config,
+                       root / f"fold{fold}" / point_name(point))
+    spent += results["queries"]["total"]["images"] if "queries" in results else 0
     if best is None or results["val"]["after"]["accuracy"] > best[1]["val"]["after"]["accuracy"]:
       best = (point_name(point), results)
   return *best, spent
 
 
 def _row(fold: int, name: str, results: dict[str, Any], search: int) -> list[Any]:
-  """One fold's line; no PSNR where validation chose no noise at all (N = 0)."""
-  queries = results["queries"]
-  psnr = None if queries["chosen"]["batch"] == 0 else results["after"]["psnr_db"]
+  """One fold's line; no PSNR where validation chose no noise at all (N = 0); no
+  queries for white-box runs."""
+  queries = results.get("queries")
+  chose_none = queries is not None and queries["chosen"]["batch"] == 0
   return [fold, name, 100 * results["before"]["accuracy"], 100 * results["after"]["accuracy"],
           100 * results["val"]["before"]["accuracy"], 100 * results["val"]["after"]["accuracy"],
-          psnr, queries["total"]["images"], search]
+          None if chose_none else results["after"]["psnr_db"],
+          queries["total"]["images"] if queries else None, search if queries else None]
 
 
 def kfold(root: Path, grid) -> str:

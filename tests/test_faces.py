@@ -111,7 +111,8 @@ def test_entrypoint_prints_the_summary_as_one_json_line(faces_dir, capsys):
     ("lfw_subset/33px_fold0", r"Unknown config '33px_fold0' .* valid configs: \['25px_fold0'"),
     ("lfw_subset/32px_fold5", "valid configs: .*'224px_fold4'"),
     ("mnist5k/32px", "'mnist5k'; it has no configs"),
-    ("celeb_a", r"known datasets: \['celeba', 'lfw', 'lfw_subset', 'mnist5k', 'muct', 'uci_digits'\]"),
+    ("celeb_a", r"known datasets: \['celeba', 'image_folder', 'lfw', 'lfw_subset', 'mnist5k', "
+                r"'muct', 'npz', 'uci_digits'\]"),
 ])
 def test_bad_names_are_clear_errors(faces_dir, name, message):
   with pytest.raises(ValueError, match=message):

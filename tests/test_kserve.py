@@ -25,7 +25,7 @@ import pytest
 from dfm.black_box import local_server, server_limits
 from dfm.black_box.base import Spent, spent_of
 from dfm.black_box.http_client import BlackBoxUnavailable, HttpBlackBox, retry_after_s
-from dfm.black_box.input_spec import InputSpec
+from dfm.models.input_spec import InputSpec
 from dfm.black_box.onnx_file import open_session
 from dfm.black_box.protocol import decode_tensor, loads_strict
 from onnx_models import linear_classifier

@@ -30,9 +30,9 @@ from dfm.black_box.factory import from_config
 from dfm.black_box.http_client import BlackBoxUnavailable
 from dfm.black_box.http_client import HttpBlackBox
 from dfm.black_box.http_client import read_api_key
-from dfm.black_box.input_spec import InputSpec
+from dfm.models.input_spec import InputSpec
 from dfm.black_box.onnx_file import OnnxBlackBox
-from dfm.black_box.onnx_file import resolve_model_path
+from dfm.models.model_files import resolve_model_path
 from dfm.black_box.shapes import OUTPUT_KINDS
 from dfm.black_box.shapes import softmax
 

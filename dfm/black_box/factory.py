@@ -23,8 +23,9 @@ import ml_collections
 from dfm import models
 from dfm.black_box.base import BlackBox, JaxBlackBox, TopKBlackBox
 from dfm.black_box.http_client import HttpBlackBox
-from dfm.black_box.input_spec import InputSpec
-from dfm.black_box.onnx_file import OnnxBlackBox, resolve_model_path
+from dfm.models.input_spec import InputSpec
+from dfm.black_box.onnx_file import OnnxBlackBox
+from dfm.models.model_files import resolve_model_path
 
 BLACK_BOX_KINDS = ("jax", "onnx", "http")
 

@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from dfm.black_box.base import BlackBox, Reply, Spent, check_probabilities, with_spent
-from dfm.black_box.input_spec import InputSpec
+from dfm.models.input_spec import InputSpec
 from dfm.black_box.protocol import (check_metadata, infer_body, loads_strict, parse_infer_reply,
                                     server_said)
 from dfm.black_box.shapes import check_output_kind, check_top_k, softmax

