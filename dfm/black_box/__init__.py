@@ -33,7 +33,7 @@ from dfm.black_box.http_client import read_api_key
 from dfm.models.input_spec import InputSpec
 from dfm.black_box.onnx_file import OnnxBlackBox
 from dfm.models.model_files import resolve_model_path
-from dfm.black_box.shapes import OUTPUT_KINDS
+from dfm.models.input_spec import OUTPUT_KINDS
 from dfm.black_box.shapes import softmax
 
 __all__ = [

@@ -13,9 +13,7 @@ Example::
 """
 import numpy as np
 
-from dfm.models.input_spec import InputSpec
-
-OUTPUT_KINDS = ("probabilities", "logits")
+from dfm.models.input_spec import OUTPUT_KINDS, InputSpec
 
 
 def _shown(dims: list[int | None]) -> list[int]:

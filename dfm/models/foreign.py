@@ -28,12 +28,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from dfm.models.frozen import load_frozen_vgg
-from dfm.models.input_spec import InputSpec
+from dfm.models.input_spec import OUTPUT_KINDS, InputSpec
 from dfm.models.model_files import resolve_model_path
 from dfm.types import ApplyFn
 
 FROZEN_KINDS = ("vgg", "onnx")
-OUTPUT_KINDS = ("logits", "probabilities")
 # log(0) is -inf: a probability output is floored here before its log.
 _MIN_PROB = 1e-30
 

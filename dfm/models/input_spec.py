@@ -32,6 +32,8 @@ import numpy as np
 
 LAYOUTS = ("NCHW", "NHWC")
 CHANNEL_ORDERS = ("RGB", "BGR")
+# What a foreign model's output is, for white-box models and black boxes alike.
+OUTPUT_KINDS = ("probabilities", "logits")
 
 
 @dataclasses.dataclass(frozen=True)
