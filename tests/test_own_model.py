@@ -6,11 +6,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+import skimage.data
+from PIL import Image
 
-from configs import own_model
+from configs import own_model, query
 from dfm import data, models
 from dfm.black_box import JaxBlackBox, OnnxBlackBox
 from dfm.models.input_spec import InputSpec
+from dfm.data import lfw_subset
+from dfm.run import evaluate as run_evaluate
 from dfm.run import loop, methods
 from onnx_models import linear_classifier
 
@@ -78,31 +82,60 @@ def test_a_model_that_does_not_fit_the_config_is_refused_naming_both(linear, cha
     models.load_frozen_classifier(config)
 
 
-def test_white_box_dft_through_gender_v1_resumes_to_the_same_noise(tmp_path, monkeypatch):
-  """configs/own_model.py:gender_v1 on lfw_subset fold 0: no classifier to train."""
-  data_dir = str(tmp_path / "data")
-  data.prepare("lfw_subset/25px_fold0", data_dir)
-  config = own_model.get_config("gender_v1,runlocal")
+@pytest.fixture(scope="module")
+def face_folder(tmp_path_factory):
+  """The 100 LFW faces as PNGs in class subfolders, prepared as image_folder/25px_gray."""
+  root = tmp_path_factory.mktemp("faces")
+  faces = skimage.data.lfw_subset()[:100]
+  for index, (face, male) in enumerate(zip(faces, lfw_subset.load_labels()["male"])):
+    folder = root / "folder" / ("1_man" if male else "0_woman")  # gender-v1's order.
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(255 * face).astype(np.uint8)).save(folder / f"{index}.png")
+  data_dir = str(root / "data")
+  data.prepare("image_folder/25px_gray", data_dir, manual_dir=str(root / "folder"))
+  return data_dir
+
+
+def _gender_v1_on_folder(data_dir: str) -> ml_collections.ConfigDict:
+  """configs/own_model.py:onnx as a user fills it in for gender-v1 on their folder."""
+  config = own_model.get_config("onnx,dataset=image_folder/25px_gray,runlocal")
   with config.unlocked():
     config.data_dir = data_dir
-  straight = methods.dft(config, str(tmp_path / "straight"))
-  assert straight["before"]["num_examples"] == 20 and straight["after"]["psnr_db"] > 0
+    config.eval_batch_size = 20
+    config.model.update(path=query.GENDER_V1, input=query.GENDER_V1_INPUT,
+                        output_kind="probabilities", input_shape=(25, 25, 1))
+  return config
+
+
+def _interrupting_run_loop(monkeypatch, at_update: int) -> None:
   run_loop, calls = loop.run_loop, [0]
 
   def interrupted(state, batches, update, **kwargs):
     def interrupting(state, batch):
       calls[0] += 1
-      if calls[0] == 3:
+      if calls[0] == at_update:
         raise KeyboardInterrupt
       return update(state, batch)
     return run_loop(state, batches, interrupting, **kwargs)
 
   monkeypatch.setattr(loop, "run_loop", interrupted)
-  with pytest.raises(KeyboardInterrupt):
-    methods.dft(config, str(tmp_path / "resumed"))
-  monkeypatch.setattr(loop, "run_loop", run_loop)
+
+
+def test_white_box_dft_on_an_image_folder_resumes_to_the_same_noise(face_folder, tmp_path,
+                                                                   monkeypatch):
+  """gender-v1's graph on the user's folder of faces: evaluate, then DFT, no training step."""
+  config = _gender_v1_on_folder(face_folder)
+  frozen = run_evaluate.evaluate_frozen(config)
+  straight = methods.dft(config, str(tmp_path / "straight"))
+  assert straight["before"]["num_examples"] == 20 and straight["after"]["psnr_db"] > 0
+  assert straight["before"]["accuracy"] == frozen["test"]["accuracy"]
+  with monkeypatch.context() as patch:
+    _interrupting_run_loop(patch, at_update=3)
+    with pytest.raises(KeyboardInterrupt):
+      methods.dft(config, str(tmp_path / "resumed"))
   resumed = methods.dft(config, str(tmp_path / "resumed"))
   np.testing.assert_array_equal(np.load(tmp_path / "resumed" / "noise.npy"),
                                 np.load(tmp_path / "straight" / "noise.npy"))
   assert resumed["after"] == json.loads((tmp_path / "straight" / "metrics.json").read_text())[
       "after"]
+  assert "| 0_woman" in (tmp_path / "straight" / "report.md").read_text()  # Its class names.

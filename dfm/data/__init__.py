@@ -22,6 +22,7 @@ from dfm.data.pipeline import measure_throughput
 from dfm.data.pipeline import num_batches
 from dfm.data.pipeline import num_classes_of
 from dfm.data.pipeline import open_split
+from dfm.data.pipeline import SPLITS
 from dfm.data.pipeline import open_splits
 from dfm.data.preparation import BUILDERS
 from dfm.data.preparation import get_builder

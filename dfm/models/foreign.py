@@ -6,11 +6,19 @@
   a config without ``kind`` means it);
 - ``onnx``: an ONNX graph (e.g. a PyTorch model exported with ``torch.onnx.export``)
   converted to a JAX function and differentiated through, not run by onnxruntime
-  (:mod:`dfm.models.onnx_graph`). ``config.model.path`` is the file (or
-  ``package:NAME/file``), ``config.model.input`` its input convention
-  (:class:`dfm.models.input_spec.InputSpec`), ``config.model.output_kind`` whether
-  its output is ``logits`` or ``probabilities`` (then ``log p`` serves as logits:
-  ``softmax(log p) = p``).
+  (:mod:`dfm.models.onnx_graph`); ``config.model.path`` is the file (or
+  ``package:NAME/file``);
+- ``flax``: a Flax Linen or NNX module named by import path, ``config.model.module``,
+  with params saved as msgpack or by orbax, ``config.model.params``
+  (:mod:`dfm.models.flax_module`);
+- ``keras``: a ``.keras`` file run by Keras 3 on JAX, ``config.model.path``
+  (:mod:`dfm.models.keras_file`; the optional extra ``keras``).
+
+For the foreign kinds ``config.model.input`` declares the tensor the model takes
+(:class:`dfm.models.input_spec.InputSpec`; left out, the images go in as they are,
+``[B, H, W, C]`` in [0, 1]) and ``config.model.output_kind`` whether it answers
+``logits`` (the default) or ``probabilities`` (then ``log p`` serves as logits:
+``softmax(log p) = p``).
 
 Either way the images are ``[B, H, W, C]`` in [0, 1] and the params are placed on
 the device once, so DFT, MFT, DFT+MFT and the query-only path take it unchanged.
@@ -21,6 +29,7 @@ Example::
   apply_fn, params = load_frozen_classifier(config)   # any kind
   logits = apply_fn(params, images)
 """
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -32,9 +41,10 @@ from dfm.models.input_spec import OUTPUT_KINDS, InputSpec
 from dfm.models.model_files import resolve_model_path
 from dfm.types import ApplyFn
 
-FROZEN_KINDS = ("vgg", "onnx")
+FROZEN_KINDS = ("vgg", "onnx", "flax", "keras")
 # log(0) is -inf: a probability output is floored here before its log.
 _MIN_PROB = 1e-30
+ModelFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def _as_logits(outputs: jax.Array, output_kind: str) -> jax.Array:
@@ -44,25 +54,58 @@ def _as_logits(outputs: jax.Array, output_kind: str) -> jax.Array:
   return outputs
 
 
-def load_onnx_classifier(model: ml_collections.ConfigDict) -> tuple[ApplyFn, Any]:
-  """``(apply_fn, params)`` of the ONNX graph ``model.path`` under ``model.input``.
+def model_input_spec(model: ml_collections.ConfigDict) -> InputSpec:
+  """``config.model.input``, or the images as they are (``input_shape``, NHWC, [0, 1])."""
+  if model.get("input"):
+    return InputSpec.from_config(model.input, config_field="config.model.input")
+  height, width, channels = model.input_shape
+  return InputSpec(size=(height, width), channels=channels, channel_order="RGB",
+                   layout="NHWC", pixel_max=1.0, mean=(0.0,), scale=1.0,
+                   config_field="config.model.input")
 
-  The converter (and the ``onnx`` package) is imported here, on first use: every
-  other kind, and every run of dfm's own VGG, starts without it.
-  """
+
+# Each loader is imported on first use: dfm's own VGG starts without onnx or keras.
+def _onnx_function(model: ml_collections.ConfigDict, _: InputSpec) -> tuple[ModelFn, Any]:
   from dfm.models.onnx_graph import load_onnx_function  # pylint: disable=import-outside-toplevel
-  if model.output_kind not in OUTPUT_KINDS:
-    raise ValueError(f"config.model.output_kind={model.output_kind!r} is not one of "
+  return load_onnx_function(resolve_model_path(model.path),
+                            input_name=model.get("input_name") or None,
+                            output_name=model.get("output_name") or None)
+
+
+def _flax_function(model: ml_collections.ConfigDict, spec: InputSpec) -> tuple[ModelFn, Any]:
+  from dfm.models.flax_module import load_flax_function  # pylint: disable=import-outside-toplevel
+  return load_flax_function(model, example=jnp.zeros((1, *spec.shape), jnp.float32))
+
+
+def _keras_function(model: ml_collections.ConfigDict, _: InputSpec) -> tuple[ModelFn, Any]:
+  from dfm.models.keras_file import load_keras_function  # pylint: disable=import-outside-toplevel
+  return load_keras_function(resolve_model_path(model.path))
+
+
+_FOREIGN_LOADERS = {"onnx": _onnx_function, "flax": _flax_function, "keras": _keras_function}
+
+
+def load_foreign_classifier(model: ml_collections.ConfigDict) -> tuple[ApplyFn, Any]:
+  """``(apply_fn, params)`` of a model of kind onnx, flax or keras, under ``model.input``."""
+  output_kind = model.get("output_kind", "logits")
+  if output_kind not in OUTPUT_KINDS:
+    raise ValueError(f"config.model.output_kind={output_kind!r} is not one of "
                      f"{OUTPUT_KINDS}.")
-  spec = InputSpec.from_config(model.input, config_field="config.model.input")
-  graph_fn, params = load_onnx_function(resolve_model_path(model.path),
-                                        input_name=model.input_name or None,
-                                        output_name=model.output_name or None)
+  spec = model_input_spec(model)
+  model_fn, params = _FOREIGN_LOADERS[model.kind](model, spec)
 
   def apply_fn(params: Any, images: jax.Array) -> jax.Array:
-    return _as_logits(graph_fn(params, spec.apply(images)), model.output_kind)
+    return _as_logits(model_fn(params, spec.apply(images)), output_kind)
 
   return apply_fn, jax.device_put(params)
+
+
+def describe_model(config: ml_collections.ConfigDict) -> str:
+  """``"The onnx model m.onnx"``: the frozen classifier as messages name it."""
+  kind = config.model.get("kind", "vgg")
+  where = {"vgg": config.get("classifier_dir"), "flax": config.model.get("module")}.get(
+      kind, config.model.get("path"))
+  return f"The {kind} model {where}"
 
 
 def check_against_config(apply_fn: ApplyFn, params: Any, model: ml_collections.ConfigDict,
@@ -95,6 +138,6 @@ def load_frozen_classifier(config: ml_collections.ConfigDict) -> tuple[ApplyFn, 
     raise ValueError(f"config.model.kind={kind!r} is not one of {FROZEN_KINDS}.")
   if kind == "vgg":
     return load_frozen_vgg(config)
-  apply_fn, params = load_onnx_classifier(config.model)
-  check_against_config(apply_fn, params, config.model, f"The ONNX model {config.model.path}")
+  apply_fn, params = load_foreign_classifier(config.model)
+  check_against_config(apply_fn, params, config.model, describe_model(config))
   return apply_fn, params

@@ -10,7 +10,9 @@ from dfm.models.build import build_classifier, make_apply_fn, param_shapes
 from dfm.types import ApplyFn
 
 
-def _shape_mismatches(found: Any, expected: Any) -> list[str]:
+def shape_mismatches(found: Any, expected: Any) -> list[str]:
+  """One line per leaf absent from either tree or of another shape, e.g.
+  ``"['Dense_0']['kernel']: checkpoint (64, 10) vs config (64, 2)"``."""
   found_leaves = dict(jax.tree_util.tree_leaves_with_path(found))
   expected_leaves = dict(jax.tree_util.tree_leaves_with_path(expected))
   problems = []
@@ -51,7 +53,7 @@ def load_frozen_params(directory: Path, expected: Any) -> Any:
         f"The checkpoint in {directory} holds no classifier params (keys: {sorted(restored)}): "
         "pass the workdir of an experiments.train_classifier run.")
   params = restored["params"]
-  problems = _shape_mismatches(params, expected)
+  problems = shape_mismatches(params, expected)
   if problems:
     raise ValueError(
         f"The classifier checkpoint in {directory} does not fit config.model: "

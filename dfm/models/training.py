@@ -40,6 +40,10 @@ def restrict_to_layers(
   if layers == "all":
     return optimizer
   labels = {name: "train" if name.startswith(HEAD_PREFIX) else "frozen" for name in params}
+  if "train" not in labels.values():
+    raise ValueError(f"mft.layers='head' updates the top-level params named {HEAD_PREFIX}_*, "
+                     f"and this model has none (it has {sorted(params)[:8]}): use "
+                     "--config.mft.layers=all.")
   return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
 
 

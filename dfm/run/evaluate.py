@@ -7,8 +7,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from dfm import data
+from dfm import data, models
 from dfm.dft import perturb_with_distance
+from dfm.models.foreign import describe_model
 from dfm.report.scores import Scores, summarize
 from dfm.transform import Transform, get_transform
 from dfm.types import ApplyFn, Batch
@@ -75,3 +76,39 @@ def evaluate_split(eval_step: EvalStep, params: Any, noise: Any, source: Any,
   """
   return summarize(score_split(eval_step, params, noise, source, config),
                    num_classes=config.model.num_classes, perturbed=noise is not None)
+
+
+def evaluate_frozen(config: ml_collections.ConfigDict, dataset: str | None = None,
+                    splits: tuple[str, ...] = ("validation", "test")) -> dict[str, Any]:
+  """The frozen classifier's accuracy on a prepared dataset, before any fine-tuning.
+
+  The first thing to run with a model of your own: an accuracy near chance on data
+  the model should know points at the input convention (``config.model.input``)
+  or ``config.model.output_kind``, not at DFT. ``dataset`` defaults to
+  ``config.dft.dataset``. Writes nothing.
+
+  Example::
+
+    reports = evaluate_frozen(config)
+    reports["test"]["accuracy"], reports["test"]["per_class_accuracy"]
+  """
+  dataset = dataset or config.dft.dataset
+  unknown = sorted(set(splits) - set(data.SPLITS))
+  if unknown:
+    raise ValueError(f"Unknown splits {unknown}: choose from {data.SPLITS}.")
+  apply_fn, params = models.load_frozen_classifier(config)
+  sources = data.open_splits(dataset, config.data_dir, config.model.input_shape)
+  eval_step = make_eval_step(apply_fn)
+  reports = {split: evaluate_split(eval_step, params, None, sources[split], config)
+             for split in splits}
+  names = data.class_names_of(sources["test"])
+  for split, report in reports.items():
+    per_class = ", ".join(f"{name} {100 * accuracy:.1f}%"
+                          for name, accuracy in zip(names, report["per_class_accuracy"]))
+    print(f"{describe_model(config)} on {dataset} {split}: accuracy "
+          f"{100 * report['accuracy']:.1f}% of {report['num_examples']} ({per_class})")
+  if max(report["accuracy"] for report in reports.values()) < 0.5 / len(names):
+    print(f"Below half of chance: the dataset's class order ({', '.join(names)}; folder "
+          "names sort) may not be the model's output order. Rename the class folders so "
+          "they sort in that order (e.g. 0_woman, 1_man) and prepare again.")
+  return reports
