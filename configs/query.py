@@ -66,12 +66,18 @@ def black_box(name: str, via: str, top_k: int) -> ml_collections.ConfigDict:
 
 def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
   """``digits`` or ``gender_v1`` with options (module docstring)."""
-  arg = common.parse_arg(arg, name="", runlocal=False, via="onnx", estimator="nes",
+  arg = common.parse_arg(arg, name="", runlocal=False, via="", estimator="nes",
                          noise="full", top_k=0, fold=0, size=0)
   if arg.name not in LOW_NOISE:
     raise ValueError(f"Unknown config {arg.name!r}; use one of {sorted(LOW_NOISE)}.")
   if arg.noise not in ("full", "low"):
     raise ValueError(f"noise={arg.noise!r}: use full or low.")
+  if arg.name == "digits" and (arg.via or arg.fold or arg.size):
+    raise ValueError("digits queries dfm's own JAX model on uci_digits: via=, fold= and "
+                     "size= apply to gender_v1 only.")
+  arg.via = arg.via or "onnx"
+  if arg.via not in ("onnx", "http"):
+    raise ValueError(f"via={arg.via!r}: use onnx (the file, run here) or http (a server).")
   config = common.run_defaults(ml_collections.ConfigDict())
   config.query = query_options(arg.estimator)
   config.budget = ml_collections.ConfigDict({"queries": 0, "calls": 0})  # 0: no limit

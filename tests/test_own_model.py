@@ -139,3 +139,43 @@ def test_white_box_dft_on_an_image_folder_resumes_to_the_same_noise(face_folder,
   assert resumed["after"] == json.loads((tmp_path / "straight" / "metrics.json").read_text())[
       "after"]
   assert "| 0_woman" in (tmp_path / "straight" / "report.md").read_text()  # Its class names.
+
+
+@pytest.mark.parametrize("module, arg, message", [
+    (query, "digits,via=onnx", r"via=, fold= and size= apply to gender_v1 only"),
+    (query, "digits,fold=2", r"apply to gender_v1 only"),
+    (query, "gender_v1,via=grpc", r"via='grpc': use onnx .* or http"),
+    (own_model, "gender_v1,dataset=image_folder/25px_gray", r"for your own data use onnx"),
+    (own_model, "onnx,fold=1", r"fold= and size= apply to gender_v1"),
+])
+def test_an_option_a_config_cannot_honour_is_an_error(module, arg, message):
+  with pytest.raises(ValueError, match=message):
+    module.get_config(arg)
+
+
+def test_a_pytorch_cnn_exported_to_onnx_is_differentiated_as_pytorch_does(tmp_path):
+  """The PyTorch route of experiments.torch_to_onnx, on other layers: a strided grouped
+  conv, batch norm, average pooling, tanh and a linear head."""
+  torch = pytest.importorskip("torch", reason="the bench extra: pip install -e '.[bench]'")
+  nn = torch.nn
+  torch.manual_seed(0)
+  model = nn.Sequential(
+      nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+      nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.Tanh(), nn.AvgPool2d(2),
+      nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+  with torch.no_grad():  # Batch norm statistics other than 0 and 1.
+    model[1].running_mean.uniform_(-0.5, 0.5)
+    model[1].running_var.uniform_(0.5, 2.0)
+  torch.onnx.export(model.eval(), (torch.zeros(1, 3, 16, 16),), str(tmp_path / "cnn.onnx"),
+                    input_names=["images"], output_names=["logits"], opset_version=17,
+                    dynamic_axes={"images": {0: "batch"}}, dynamo=False)
+  config = _config(tmp_path / "cnn.onnx", num_classes=5, input_shape=(16, 16, 3),
+                   input={**PLAIN, "size": (16, 16)})
+  apply_fn, params = models.load_frozen_classifier(config)
+  images = np.random.default_rng(0).uniform(size=(3, 16, 16, 3)).astype(np.float32)
+  tensor = torch.from_numpy(images).permute(0, 3, 1, 2).requires_grad_(True)
+  logits = model(tensor)
+  logits[:, 3].sum().backward()
+  np.testing.assert_allclose(apply_fn(params, images), logits.detach().numpy(), atol=1e-4)
+  grad = jax.grad(lambda x: apply_fn(params, x)[:, 3].sum())(jnp.asarray(images))
+  np.testing.assert_allclose(grad, tensor.grad.permute(0, 2, 3, 1).numpy(), atol=1e-4)

@@ -1,4 +1,6 @@
 """Datasets (TFDS builders prepared offline into ArrayRecord) and the grain input pipeline."""
+from dfm.data.arrays import ArraySplit
+from dfm.data.arrays import array_splits
 from dfm.data.batching import to_batch
 from dfm.data.celeba import Celeba
 from dfm.data.digits import IMAGE_SHAPE

@@ -70,16 +70,20 @@ def _explain_open_error(
 
 
 def num_classes_of(source: Sequence[dict]) -> int:
-  """Returns the number of classes a TFDS data source declares for its "label"."""
-  if not hasattr(source, "dataset_info"):
-    raise ValueError("The source has no TFDS metadata: pass num_classes explicitly.")
-  return source.dataset_info.features["label"].num_classes
+  """Returns the number of classes a source declares for its "label"."""
+  if hasattr(source, "dataset_info") and not hasattr(source, "class_names"):
+    return source.dataset_info.features["label"].num_classes
+  return len(class_names_of(source))
 
 
 def class_names_of(source: Sequence[dict]) -> list[str]:
-  """The names a TFDS data source gives its "label" classes, e.g. ``["no", "yes"]``."""
+  """The names a source gives its "label" classes, e.g. ``["no", "yes"]``: a TFDS
+  source's metadata, or the ``class_names`` of a :class:`dfm.data.arrays.ArraySplit`."""
+  if hasattr(source, "class_names"):
+    return list(source.class_names)
   if not hasattr(source, "dataset_info"):
-    raise ValueError("The source has no TFDS metadata: it declares no class names.")
+    raise ValueError("The source declares no classes (no TFDS metadata, no class_names): "
+                     "pass num_classes explicitly, or use dfm.data.array_splits for arrays.")
   return list(source.dataset_info.features["label"].names)
 
 
