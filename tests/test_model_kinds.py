@@ -10,6 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx, serialization
 
+from configs import own_model
 from dfm import models
 from dfm.models.training import restrict_to_layers
 from flax_models import LinenCnn, NnxCnn
@@ -114,3 +115,21 @@ def test_mft_of_the_head_is_refused_for_a_model_without_dense_layers():
   with pytest.raises(ValueError, match=r"has none \(it has \['conv.weight', 'fc.weight'\]\).*"
                      r"--config.mft.layers=all"):
     restrict_to_layers(optax.sgd(0.1), params, "head")
+
+
+def test_configs_own_model_flax_takes_its_arguments_as_json_flags(tmp_path):
+  """What --config.model.kwargs='{"features": 4}' gives: JSON text, parsed at load."""
+  module, variables = _linen_variables()
+  config = own_model.get_config("flax,runlocal")
+  with config.unlocked():
+    config.model.update(module="flax_models:LinenCnn", params=_save(variables, tmp_path / "v",
+                                                                    "msgpack"),
+                        kwargs='{"features": 4}', call_kwargs='{"train": false}',
+                        num_classes=3, input_shape=(6, 6, 1))
+  apply_fn, params = models.load_frozen_classifier(config)
+  np.testing.assert_allclose(apply_fn(params, IMAGES), module.apply(variables, IMAGES,
+                                                                    train=False), atol=1e-5)
+  with config.unlocked():
+    config.model.kwargs = "{features: 4}"
+  with pytest.raises(ValueError, match=r"config.model.kwargs='\{features: 4\}' is not JSON"):
+    models.load_frozen_classifier(config)

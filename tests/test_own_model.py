@@ -24,7 +24,7 @@ PLAIN = {"size": (4, 4), "channels": 3, "channel_order": "RGB", "layout": "NCHW"
 
 def _config(path, *, output_kind="logits", num_classes=3, input_shape=(4, 4, 1), **model):
   config = ml_collections.ConfigDict({"model": own_model.foreign_model(
-      str(path), input_spec=PLAIN, output_kind=output_kind, num_classes=num_classes,
+      "onnx", path=str(path), input_spec=PLAIN, output_kind=output_kind, num_classes=num_classes,
       input_shape=input_shape)})
   config.model.update(model)
   return config

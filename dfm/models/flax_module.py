@@ -3,7 +3,9 @@
 ``config.model.module`` names the class: ``"package.module:Class"`` (importable from
 the folder you run in, or installed) or ``"path/to/file.py:Class"``;
 ``config.model.kwargs`` are its constructor's arguments and
-``config.model.call_kwargs`` those of its call (e.g. ``{"train": False}``).
+``config.model.call_kwargs`` those of its call (e.g. ``{"train": false}``): a
+mapping, or JSON text, as an absl flag gives it
+(``--config.model.kwargs='{"num_classes": 10}'``).
 ``config.model.params`` is the saved parameters:
 
 - a ``flax.serialization`` msgpack file (``.msgpack``), e.g.
@@ -25,6 +27,7 @@ Example::
 """
 import importlib
 import importlib.util
+import json
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -73,6 +76,20 @@ def _import_file(path: Path) -> Any:
   sys.modules[name] = module
   spec.loader.exec_module(module)
   return module
+
+
+def _keyword_arguments(value: Mapping | str, field: str) -> dict[str, Any]:
+  """A mapping as it is, or JSON text of an object (``'{"features": 8}'``)."""
+  if not isinstance(value, str):
+    return dict(value)
+  try:
+    parsed = json.loads(value or "{}")
+  except json.JSONDecodeError as error:
+    raise ValueError(f"{field}={value!r} is not JSON ({error.msg}); write e.g. "
+                     "'{\"num_classes\": 10}'.") from None
+  if not isinstance(parsed, dict):
+    raise ValueError(f"{field}={value!r} must be a JSON object of keyword arguments.")
+  return parsed
 
 
 def read_saved_tree(path: Path) -> dict[str, Any]:
@@ -152,7 +169,8 @@ def load_flax_function(model: Mapping[str, Any], *, example: jax.Array
   ``example`` is one input tensor (the model's own convention), for the shape check.
   """
   cls = import_class(model["module"])
-  kwargs, call_kwargs = dict(model.get("kwargs", {})), dict(model.get("call_kwargs", {}))
+  kwargs = _keyword_arguments(model.get("kwargs", {}), "config.model.kwargs")
+  call_kwargs = _keyword_arguments(model.get("call_kwargs", {}), "config.model.call_kwargs")
   saved = read_saved_tree(Path(model["params"]))
   what = f"{cls.__name__}(**{kwargs})"
   if isinstance(cls, type) and issubclass(cls, nnx.Module):

@@ -15,8 +15,8 @@
   (:mod:`dfm.models.keras_file`; the optional extra ``keras``).
 
 For the foreign kinds ``config.model.input`` declares the tensor the model takes
-(:class:`dfm.models.input_spec.InputSpec`; left out, the images go in as they are,
-``[B, H, W, C]`` in [0, 1]) and ``config.model.output_kind`` whether it answers
+(:class:`dfm.models.input_spec.InputSpec`; its ``size=()`` and ``channels=0``, or a
+section left out, mean the images' own, ``[B, H, W, C]`` in [0, 1]) and ``config.model.output_kind`` whether it answers
 ``logits`` (the default) or ``probabilities`` (then ``log p`` serves as logits:
 ``softmax(log p) = p``).
 
@@ -55,13 +55,14 @@ def _as_logits(outputs: jax.Array, output_kind: str) -> jax.Array:
 
 
 def model_input_spec(model: ml_collections.ConfigDict) -> InputSpec:
-  """``config.model.input``, or the images as they are (``input_shape``, NHWC, [0, 1])."""
-  if model.get("input"):
-    return InputSpec.from_config(model.input, config_field="config.model.input")
+  """``config.model.input``; ``size=()`` and ``channels=0`` (or no section at all) mean
+  the images' own, from ``config.model.input_shape`` (NHWC in [0, 1] without a section)."""
   height, width, channels = model.input_shape
-  return InputSpec(size=(height, width), channels=channels, channel_order="RGB",
-                   layout="NHWC", pixel_max=1.0, mean=(0.0,), scale=1.0,
-                   config_field="config.model.input")
+  section = {"channel_order": "RGB", "layout": "NHWC", "pixel_max": 1.0, "mean": (0.0,),
+             "scale": 1.0, **dict(model.get("input") or {})}
+  section["size"] = tuple(section.get("size") or (height, width))
+  section["channels"] = section.get("channels") or channels
+  return InputSpec.from_config(section, config_field="config.model.input")
 
 
 # Each loader is imported on first use: dfm's own VGG starts without onnx or keras.
