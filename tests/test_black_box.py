@@ -290,11 +290,14 @@ def test_models_that_answer_only_their_top_k_classes(tmp_path):
   server = make_server(path, model_name="top2", port=0)
   server.serve_in_background()
   try:
-    reply = HttpBlackBox(server.url, "top2", spec, batch_size=4, **names).score(images)
+    model = HttpBlackBox(server.url, "top2", spec, batch_size=4,
+                         **{**names, "output_kind": "auto"})  # Top-k: only probabilities.
+    reply = model.score(images)
   finally:
     server.close()
   np.testing.assert_allclose(reply.probabilities, expected, atol=1e-5)
   assert reply.spent == Spent(calls=2, images=6, failures=0)
+  assert model.output_kind == "probabilities"
   with pytest.raises(ValueError, match="must answer probabilities"):
     OnnxBlackBox(path, spec, **{**names, "output_kind": "logits"})
   assert OnnxBlackBox(path, spec, **{**names, "output_kind": "auto"}).output_kind == (
