@@ -55,10 +55,12 @@ def black_box(name: str, via: str, top_k: int) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({
       "kind": "jax" if name == "digits" else via, "top_k": top_k,
       "path": GENDER_V1, "input": GENDER_V1_INPUT,
-      "input_name": "images", "output_name": "probabilities", "output_kind": "probabilities",
+      "input_name": "images", "output_name": "probabilities",
+      "output_kind": "probabilities",  # or logits, or auto: decided from the model's numbers
       "classes_name": "",  # A model answering only its top k: the output naming their classes.
       # HTTP (KServe V2 / Open Inference Protocol).
       "url": "http://127.0.0.1:8500", "model_name": "gender-v1", "api_key_env": "",
+      "check_metadata": True,  # check the server's model metadata on load (False: the replies)
       "batch_size": 256, "timeout_s": 30.0, "max_retries": 5, "backoff_s": 0.5,
       "max_backoff_s": 30.0,
   })

@@ -11,11 +11,14 @@ from skimage import data as skimage_data
 
 from configs import query as query_configs
 from dfm import models
-from dfm.black_box import (BLACK_BOX_KINDS, BlackBox, HttpBlackBox, InputSpec, JaxBlackBox,
-                           OnnxBlackBox, Reply, Spent, TopKBlackBox, check_probabilities,
-                           fill_unknown, from_config, known_true_class_probability,
-                           resolve_model_path, scatter_top_k, softmax, spent_of)
+from dfm.black_box import (BLACK_BOX_KINDS, BLACK_BOX_OUTPUT_KINDS, OUTPUT_KINDS, BlackBox,
+                           HttpBlackBox, InputSpec, JaxBlackBox, OnnxBlackBox, Reply, Spent,
+                           TopKBlackBox, check_probabilities, fill_unknown, from_config,
+                           known_true_class_probability, resolve_model_path, scatter_top_k,
+                           softmax, spent_of)
 from dfm.black_box.local_server import make_server
+from dfm.black_box.onnx_file import open_session
+from dfm.black_box.shapes import is_probabilities, probe_images
 from dfm.data.lfw_subset import load_labels
 from onnx_models import linear_classifier
 
@@ -202,6 +205,60 @@ def test_onnx_graph_is_checked_against_the_config(tiny_onnx, change, message):
     OnnxBlackBox(tiny_onnx[0], InputSpec.from_config(spec_fields), **arguments)
 
 
+@pytest.mark.parametrize("head", ["exp_div", "softmax_identity"])
+def test_onnx_probabilities_not_from_a_softmax_node_are_decided_by_the_numbers(tmp_path, head,
+                                                                              capsys):
+  """A Div of exp, or an Identity after the Softmax, answers probabilities: the numbers
+  on the probe batch say so, whatever the graph's last node is."""
+  path = tmp_path / f"{head}.onnx"
+  linear_classifier(path, input_shape=(3, 4, 4), num_classes=3, head=head)
+  spec, names = InputSpec.from_config(PLAIN), {**ONNX_NAMES, "num_classes": 3}
+  images = _images(5, (4, 4, 3))
+  raw = open_session(path).run(["probabilities"], {"images": spec.prepare(images)})[0]
+  for kind in ("auto", "probabilities"):
+    model = OnnxBlackBox(path, spec, **{**names, "output_kind": kind})
+    assert model.output_kind == "probabilities"
+    reply = model.score(images)
+    np.testing.assert_allclose(reply.probabilities, raw, rtol=1e-6, atol=1e-7)
+    assert reply.spent == Spent(calls=1, images=5)  # The probe on load is not counted.
+  assert "output_kind='auto': the ONNX model (output 'probabilities') answers probabilities" in (
+      capsys.readouterr().out)
+  with pytest.raises(ValueError, match=r"output_kind='logits', but the outputs of the ONNX "
+                     r"model .* are rows in \[0, 1\] summing to 1 \(first row \[.*\]\): "
+                     "declare probabilities or auto"):
+    OnnxBlackBox(path, spec, **{**names, "output_kind": "logits"})
+
+
+def test_onnx_auto_decides_logits_and_a_contradicting_probabilities_is_refused(tmp_path):
+  path = tmp_path / "logits.onnx"
+  weights, bias = linear_classifier(path, input_shape=(3, 4, 4), num_classes=3,
+                                    outputs=("logits",))
+  spec = InputSpec.from_config(PLAIN)
+  names = {**ONNX_NAMES, "output_name": "logits", "num_classes": 3}
+  model = OnnxBlackBox(path, spec, **{**names, "output_kind": "auto"})
+  assert model.output_kind == "logits"
+  images = _images(4, (4, 4, 3))
+  expected = softmax(images.transpose(0, 3, 1, 2).reshape(4, -1) @ weights + bias)
+  np.testing.assert_allclose(model(images), expected, atol=1e-5)
+  with pytest.raises(ValueError, match=r"output_kind='probabilities', but the outputs of the "
+                     r"ONNX model \(output 'logits'\) on a probe batch of 4 images .* are not "
+                     r"probabilities: rows sum to \[.*\].*declare logits or auto"):
+    OnnxBlackBox(path, spec, **{**names, "output_kind": "probabilities"})
+
+
+def test_probe_images_and_the_probability_test():
+  spec = InputSpec.from_config({**PLAIN, "size": (5, 6), "channels": 1})
+  probe = probe_images(spec)
+  assert probe.shape == (4, 5, 6, 1) and probe.dtype == np.float32
+  assert probe.min() >= 0 and probe.max() <= 1 and len(np.unique(probe[3])) > 1
+  np.testing.assert_array_equal(probe, probe_images(spec))  # Deterministic.
+  assert is_probabilities(np.array([[0.25, 0.75], [1.0, 0.0]]))
+  assert not is_probabilities(np.array([[0.25, 0.7]]))       # Sums to 0.95.
+  assert not is_probabilities(np.array([[1.5, -0.5]]))       # Sums to 1, outside [0, 1].
+  assert OUTPUT_KINDS == ("probabilities", "logits")        # White-box kinds: no auto.
+  assert BLACK_BOX_OUTPUT_KINDS == ("probabilities", "logits", "auto")
+
+
 def test_onnx_missing_file_names_the_fix(tmp_path):
   with pytest.raises(FileNotFoundError, match="config.black_box.path"):
     resolve_model_path(str(tmp_path / "absent.onnx"))
@@ -233,13 +290,18 @@ def test_models_that_answer_only_their_top_k_classes(tmp_path):
   server = make_server(path, model_name="top2", port=0)
   server.serve_in_background()
   try:
-    reply = HttpBlackBox(server.url, "top2", spec, batch_size=4, **names).score(images)
+    model = HttpBlackBox(server.url, "top2", spec, batch_size=4,
+                         **{**names, "output_kind": "auto"})  # Top-k: only probabilities.
+    reply = model.score(images)
   finally:
     server.close()
   np.testing.assert_allclose(reply.probabilities, expected, atol=1e-5)
   assert reply.spent == Spent(calls=2, images=6, failures=0)
+  assert model.output_kind == "probabilities"
   with pytest.raises(ValueError, match="must answer probabilities"):
     OnnxBlackBox(path, spec, **{**names, "output_kind": "logits"})
+  assert OnnxBlackBox(path, spec, **{**names, "output_kind": "auto"}).output_kind == (
+      "probabilities")
   with pytest.raises(ValueError, match="no output named 'classes'"):
     OnnxBlackBox(path, spec, **{**names, "classes_name": "classes"})
 
@@ -275,6 +337,30 @@ def test_from_config_builds_the_http_kind(tiny_onnx):
     server.close()
   assert isinstance(model, HttpBlackBox) and model.batch_size == 2
   assert reply.spent == Spent(calls=2, images=3)
+
+
+def test_from_config_reads_check_metadata_and_configs_written_before_it(tiny_onnx):
+  server = make_server(tiny_onnx[0], model_name="tiny", port=0)
+  server.serve_in_background()
+  try:
+    config = _config("gender_v1", kind="http", url=server.url, model_name="other", input=PLAIN)
+    assert config.black_box.check_metadata is True
+    with pytest.raises(ValueError, match="HTTP 404"):
+      from_config(config)  # The metadata request finds no model "other".
+    config.black_box.check_metadata = False
+    assert from_config(config).check_metadata is False  # No metadata request on load.
+    with config.unlocked():
+      del config.black_box["check_metadata"]  # A config written before the field.
+      config.black_box.model_name = "tiny"
+    model = from_config(config)
+  finally:
+    server.close()
+  assert model.check_metadata is True and model.declared == (True, True)
+
+
+def test_from_config_auto_decides_the_output_kind_of_gender_v1():
+  model = from_config(_config("gender_v1", output_kind="auto"))
+  assert isinstance(model, OnnxBlackBox) and model.output_kind == "probabilities"
 
 
 def test_from_config_builds_the_jax_kind_from_the_frozen_classifier(tiny_model, monkeypatch):

@@ -182,7 +182,7 @@ def test_exhausted_retries_raise_unavailable_carrying_what_the_call_spent(serve,
 
 def test_a_client_error_mid_call_is_not_retried_and_carries_its_failure(serve, connect,
                                                                          sleeps):
-  model = connect(serve(), model_name="other", check_on_load=False)
+  model = connect(serve(), model_name="other", check_metadata=False)
   with pytest.raises(ValueError, match=r"HTTP 404.*config\.black_box\.model_name") as error:
     model.score(_images(2))
   assert spent_of(error.value) == Spent(failures=1) and sleeps == []
@@ -262,6 +262,88 @@ def test_the_rate_limit_answers_429_and_the_client_waits(serve, connect, monkeyp
 def test_metadata_mismatches_name_the_config_field(serve, connect, overrides, field):
   with pytest.raises(ValueError, match=field):
     connect(serve(), **overrides)
+
+
+def test_empty_metadata_is_accepted_and_scores_equal_onnxruntime(serve, connect, onnx_path):
+  """MLServer's default metadata declares no tensors; the protocol allows it."""
+  server = serve(declare_metadata=False)
+  status, _, metadata = _get(f"{server.url}/v2/models/tiny")
+  assert status == 200 and metadata["inputs"] == [] and metadata["outputs"] == []
+  model = connect(server)
+  assert model.declared == (False, False)
+  images = _images(10)
+  reply = model.score(images)
+  np.testing.assert_allclose(reply.probabilities, _direct(onnx_path, images), rtol=1e-6,
+                             atol=1e-7)
+  assert reply.spent == Spent(calls=3, images=10, failures=0)
+
+
+@pytest.mark.parametrize("overrides, faults, message", [
+    ({"num_classes": 3}, [], r"tensor 'probabilities' of shape \[4, 2\]; expected \[4, 3\]"),
+    ({}, ["wrong_name"], r"no output named 'probabilities' \(it has \['output_0'\]\)"),
+])
+def test_with_empty_metadata_the_first_reply_is_checked(serve, connect, overrides, faults,
+                                                        message):
+  model = connect(serve(declare_metadata=False, faults=faults), **overrides)  # Loads.
+  with pytest.raises(ValueError, match=message) as error:
+    model.score(_images(4))
+  assert ("The server's metadata declares no outputs, so this first reply is where the outputs are "
+          "checked: it must hold ['probabilities'] as [N, ") in str(error.value)
+  assert "config.black_box.output_name and config.model.num_classes" in str(error.value)
+  assert spent_of(error.value) == Spent(failures=1)
+
+
+def test_with_empty_metadata_a_wrong_input_name_is_refused_by_the_server(serve, connect):
+  model = connect(serve(declare_metadata=False), input_name="pixels")
+  with pytest.raises(ValueError, match=r"HTTP 400.*no input named 'images'.*"
+                     r"config\.black_box\.input_name"):
+    model.score(_images(2))
+
+
+def test_check_metadata_false_sends_no_metadata_request(serve, connect, onnx_path, monkeypatch):
+  server = serve()
+  gets, do_get = [], local_server._Handler.do_GET
+  monkeypatch.setattr(local_server._Handler, "do_GET",
+                      lambda handler: gets.append(handler.path) or do_get(handler))
+  connect(server)
+  assert gets == ["/v2/models/tiny"]
+  model = connect(server, check_metadata=False)
+  images = _images(5)
+  np.testing.assert_allclose(model(images), _direct(onnx_path, images), rtol=1e-6, atol=1e-7)
+  wrong = connect(server, check_metadata=False, num_classes=3)  # Metadata would refuse it.
+  assert gets == ["/v2/models/tiny"] and wrong.declared == (False, False)
+  with pytest.raises(ValueError, match=r"expected \[4, 3\]\. With config\.black_box\."
+                     r"check_metadata=False no metadata is read, so this first reply"):
+    wrong.score(_images(4))
+
+
+@pytest.mark.parametrize("output_name", ["probabilities", "logits"])
+def test_auto_output_kind_is_decided_by_the_first_reply(serve, connect, onnx_path, capsys,
+                                                        output_name):
+  model = connect(serve(declare_metadata=False), output_name=output_name, output_kind="auto")
+  assert model.output_kind is None and model.declared_kind == "auto"
+  images = _images(6)
+  reply = model.score(images)
+  np.testing.assert_allclose(reply.probabilities, _direct(onnx_path, images), rtol=1e-5,
+                             atol=1e-6)
+  assert model.output_kind == output_name
+  assert reply.spent == Spent(calls=2, images=6)  # Decided without a request of its own.
+  assert f"answers {output_name} in its first reply (4 images)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("output_name, kind, message", [
+    ("probabilities", "logits", r"output_kind='logits', but the outputs of the model 'tiny' "
+     r"at .* in its first reply \(4 images\) are rows in \[0, 1\] summing to 1 \(first row "
+     r"\[.*\]\): declare probabilities or auto"),
+    ("logits", "probabilities", r"output_kind='probabilities', but .* are not probabilities: "
+     r"rows sum to \[.*\].*declare logits or auto"),
+])
+def test_a_declared_output_kind_that_the_first_reply_contradicts_is_refused(
+    serve, connect, output_name, kind, message):
+  model = connect(serve(), output_name=output_name, output_kind=kind)
+  with pytest.raises(ValueError, match=message) as error:
+    model.score(_images(4))
+  assert spent_of(error.value) == Spent(failures=1) and model.output_kind is None
 
 
 def test_a_wrong_input_size_names_the_input_spec(serve, onnx_path):

@@ -34,12 +34,13 @@ from dfm.models.input_spec import InputSpec
 from dfm.black_box.onnx_file import OnnxBlackBox
 from dfm.models.model_files import resolve_model_path
 from dfm.models.input_spec import OUTPUT_KINDS
+from dfm.black_box.shapes import BLACK_BOX_OUTPUT_KINDS
 from dfm.black_box.shapes import softmax
 
 __all__ = [
-    "BLACK_BOX_KINDS", "COUNTS", "OUTPUT_KINDS", "BlackBox", "BlackBoxUnavailable",
-    "HttpBlackBox", "InputSpec", "JaxBlackBox", "OnnxBlackBox", "Reply", "Spent",
-    "TopKBlackBox", "add_spent", "check_probabilities", "fill_unknown", "from_config",
+    "BLACK_BOX_KINDS", "BLACK_BOX_OUTPUT_KINDS", "COUNTS", "OUTPUT_KINDS", "BlackBox",
+    "BlackBoxUnavailable", "HttpBlackBox", "InputSpec", "JaxBlackBox", "OnnxBlackBox", "Reply",
+    "Spent", "TopKBlackBox", "add_spent", "check_probabilities", "fill_unknown", "from_config",
     "known_true_class_probability", "ledger_arrays", "ledger_ints", "read_api_key",
     "resolve_model_path", "scatter_top_k", "softmax", "spent_of", "with_spent",
 ]

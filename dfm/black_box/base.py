@@ -35,7 +35,7 @@ import numpy as np
 
 COUNTS = ("calls", "images", "failures")
 # Rows of a probability reply must sum to 1 within this (float32 rounding).
-_SUM_TOLERANCE = 1e-3
+SUM_TOLERANCE = 1e-3
 
 
 class Spent(NamedTuple):
@@ -113,11 +113,11 @@ def check_probabilities(probabilities: Any, num_images: int, num_classes: int, *
   known = ~np.isnan(values) if partial else np.ones(values.shape, bool)
   if not np.all(np.isfinite(values[known])):
     raise ValueError(f"{source} answered NaN or infinite scores; refusing them.")
-  if np.any((values[known] < 0) | (values[known] > 1 + _SUM_TOLERANCE)):
+  if np.any((values[known] < 0) | (values[known] > 1 + SUM_TOLERANCE)):
     raise ValueError(f"{source} answered values outside [0, 1]: they are not probabilities "
                      "(declare the output as logits if the model returns logits).")
   sums = np.where(known, values, 0.0).sum(axis=1)
-  bad_sums = sums > 1 + _SUM_TOLERANCE if partial else np.abs(sums - 1) > _SUM_TOLERANCE
+  bad_sums = sums > 1 + SUM_TOLERANCE if partial else np.abs(sums - 1) > SUM_TOLERANCE
   if np.any(bad_sums):
     raise ValueError(f"{source} answered rows summing to {sums[bad_sums][:3]}, not 1: they "
                      "are not probabilities (declare the output as logits if they are).")

@@ -10,6 +10,9 @@
   (:class:`dfm.black_box.http_client.HttpBlackBox`).
 
 With ``config.black_box.top_k`` the model reveals only its ``top_k`` best classes.
+``config.black_box.output_kind`` is ``probabilities``, ``logits`` or ``auto`` (decided
+from the numbers); ``config.black_box.check_metadata`` (http; True if absent, as in
+configs written before it) checks the server's model metadata on load.
 
 Example::
 
@@ -50,7 +53,8 @@ def _http(config: ml_collections.ConfigDict) -> BlackBox:
       output_name=box.output_name, output_kind=box.output_kind,
       num_classes=config.model.num_classes, classes_name=box.classes_name,
       batch_size=box.batch_size, api_key_env=box.api_key_env, timeout_s=box.timeout_s,
-      max_retries=box.max_retries, backoff_s=box.backoff_s, max_backoff_s=box.max_backoff_s)
+      max_retries=box.max_retries, backoff_s=box.backoff_s, max_backoff_s=box.max_backoff_s,
+      check_metadata=box.get("check_metadata", True))
 
 
 _OPENERS: dict[str, Callable[[ml_collections.ConfigDict], BlackBox]] = {

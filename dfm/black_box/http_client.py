@@ -12,12 +12,23 @@ every failed attempt, retried or not, as a ``failure``; an exception leaving
 :meth:`HttpBlackBox.score` carries what its call spent as ``error.spent``. The API key
 is read from an environment variable and never shown in a message or a log line.
 
+On load (``check_metadata``, ``config.black_box.check_metadata``) the model's
+metadata is read and what it declares is checked against the config; a server
+that declares no inputs or outputs (the protocol allows it) is accepted. The first
+reply then checks what was not: the output names, the ``[N, num_classes]`` shape
+(or top-k ``[N, k]``) and a numeric datatype, each refusal naming what came back.
+The first reply also decides the output kind from its numbers (``auto``:
+probabilities if every row is in [0, 1] and sums to 1, else logits) or refuses a
+declared kind they contradict. No request is sent for this beyond the run's own,
+so every image it looks at is counted in the run's ``Spent``.
+
 Example::
 
   model = HttpBlackBox("http://127.0.0.1:8500", "gender", spec, input_name="images",
-                       output_name="probabilities", output_kind="probabilities",
+                       output_name="probabilities", output_kind="auto",
                        num_classes=2, api_key_env="DFM_API_KEY")
   reply = model.score(images)   # reply.spent: Spent(calls=..., images=N, failures=...)
+  model.output_kind             # "probabilities", decided by the first reply
 """
 import dataclasses
 import http.client
@@ -31,9 +42,9 @@ from absl import logging
 
 from dfm.black_box.base import BlackBox, Reply, Spent, check_probabilities, with_spent
 from dfm.models.input_spec import InputSpec
-from dfm.black_box.protocol import (check_metadata, infer_body, loads_strict, parse_infer_reply,
-                                    server_said)
-from dfm.black_box.shapes import check_output_kind, check_top_k, softmax
+from dfm.black_box.protocol import (Declared, check_metadata, infer_body, loads_strict,
+                                    parse_infer_reply, server_said)
+from dfm.black_box.shapes import check_output_kind, check_top_k, decide_output_kind, softmax
 
 
 class BlackBoxUnavailable(RuntimeError):
@@ -87,7 +98,9 @@ def read_api_key(env: str, *, field: str = "config.black_box.api_key_env") -> st
 class HttpBlackBox(BlackBox):
   """A classifier served over HTTP in the Open Inference Protocol, queried with retries.
 
-  The model's metadata is checked against the config on load (``check_on_load``).
+  The model's metadata is checked against the config on load (``check_metadata``;
+  False sends no metadata request). ``declared_kind`` is the configured output kind
+  (maybe ``auto``); ``output_kind`` the kind decided by the first reply (None before).
   """
 
   def __init__(self, url: str, model_name: str, spec: InputSpec, *, input_name: str,
@@ -95,7 +108,8 @@ class HttpBlackBox(BlackBox):
                batch_size: int = 64,
                api_key_env: str = "", timeout_s: float = 30.0, max_retries: int = 5,
                backoff_s: float = 0.5, max_backoff_s: float = 30.0,
-               check_on_load: bool = True, sleep: Callable[[float], None] = time.sleep) -> None:
+               check_metadata: bool = True,
+               sleep: Callable[[float], None] = time.sleep) -> None:
     check_output_kind(output_kind)
     _check_settings(batch_size, timeout_s, max_retries, backoff_s, max_backoff_s)
     if classes_name:
@@ -103,32 +117,45 @@ class HttpBlackBox(BlackBox):
     self._parts = _split_url(url)
     self.url, self.model_name, self.spec = url.rstrip("/"), model_name, spec
     self.num_classes = num_classes
-    self.input_name, self.output_name, self.output_kind = input_name, output_name, output_kind
+    self.input_name, self.output_name, self.declared_kind = input_name, output_name, output_kind
     self.classes_name, self.partial = classes_name, bool(classes_name)
+    # A top-k reply can only be probabilities; otherwise the first reply decides.
+    self.output_kind: str | None = "probabilities" if self.partial else None
+    self.check_metadata, self.declared = check_metadata, Declared(inputs=False, outputs=False)
+    self._replied = False
     self.batch_size, self.api_key_env, self.timeout_s = batch_size, api_key_env, timeout_s
     self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
     self._sleep = sleep
     self.__key = read_api_key(api_key_env)
     self._model_path = f"/v2/models/{urllib.parse.quote(model_name, safe='')}"
     self._source = f"The model {model_name!r} at {self.url}"
-    if check_on_load:
-      self.check_model()
+    if check_metadata:
+      self.declared = self.check_model()
 
   def __repr__(self) -> str:
     return (f"HttpBlackBox(url={self.url!r}, model_name={self.model_name!r}, "
             f"api_key_env={self.api_key_env!r}, batch_size={self.batch_size})")
 
-  def check_model(self) -> None:
-    """Reads the model's metadata and checks it against the config (see
-    :func:`dfm.black_box.protocol.check_metadata`); spends nothing on any ledger."""
+  def check_model(self) -> Declared:
+    """Reads the model's metadata and checks what it declares against the config (see
+    :func:`dfm.black_box.protocol.check_metadata`); spends nothing on any ledger.
+
+    Returns which of inputs and outputs the metadata declared; the first reply
+    checks the outputs it did not.
+    """
     body = self._request("GET", self._model_path, None, _Tally())
     try:
-      check_metadata(loads_strict(body, source=self._source), spec=self.spec,
-                     input_name=self.input_name, output_name=self.output_name,
-                     num_classes=self.num_classes, source=self._source,
-                     classes_name=self.classes_name, output_kind=self.output_kind)
+      declared = check_metadata(loads_strict(body, source=self._source), spec=self.spec,
+                                input_name=self.input_name, output_name=self.output_name,
+                                num_classes=self.num_classes, source=self._source,
+                                classes_name=self.classes_name, output_kind=self.declared_kind)
     except ValueError as error:
       raise ValueError(self._redact(str(error))) from None
+    for what, given in declared._asdict().items():
+      if not given:
+        logging.info("%s: its metadata declares no %s; the first reply is checked instead.",
+                     self._redact(self._source), what)
+    return declared
 
   def calls_for(self, num_images: int) -> int:
     """Requests that ``num_images`` images take: one per ``batch_size``."""
@@ -150,19 +177,56 @@ class HttpBlackBox(BlackBox):
     body = self._request("POST", f"{self._model_path}/infer",
                          infer_body(self.input_name, tensor, outputs), tally)
     try:
-      scores = parse_infer_reply(body, output_name=self.output_name, num_images=len(tensor),
-                                 num_classes=self.num_classes, source=self._source,
-                                 classes_name=self.classes_name)
-      if self.output_kind == "logits":
-        scores = softmax(scores)
-      probabilities = check_probabilities(scores, len(tensor), self.num_classes,
-                                          source=self._source, partial=self.partial)
+      probabilities = self._read_reply(body, len(tensor))
     except ValueError as error:
       tally.failures += 1
       logging.warning("%s: refusing a reply: %s", type(self).__name__, self._redact(str(error)))
       raise ValueError(self._redact(str(error))) from None
     tally.calls, tally.images = tally.calls + 1, tally.images + len(tensor)
     return probabilities
+
+  def _read_reply(self, body: bytes, num_images: int) -> np.ndarray:
+    """The checked probabilities of an infer reply. Until one is accepted, a reply the
+    metadata did not vouch for is refused with what to set, and the first accepted
+    one decides the output kind (or checks the declared one)."""
+    try:
+      scores = parse_infer_reply(body, output_name=self.output_name, num_images=num_images,
+                                 num_classes=self.num_classes, source=self._source,
+                                 classes_name=self.classes_name)
+    except ValueError as error:
+      if self._replied or self.declared.outputs:
+        raise
+      raise ValueError(f"{error} {self._unchecked_outputs()}") from None
+    if self.output_kind is None:
+      self.output_kind = self._decide(scores)
+    if self.output_kind == "logits":
+      scores = softmax(scores)
+    probabilities = check_probabilities(scores, num_images, self.num_classes,
+                                        source=self._source, partial=self.partial)
+    self._replied = True
+    return probabilities
+
+  def _unchecked_outputs(self) -> str:
+    """Why a first reply is where the outputs are checked, and what to set."""
+    why = ("With config.black_box.check_metadata=False no metadata is read" if not
+           self.check_metadata else "The server's metadata declares no outputs")
+    names = [self.output_name, *([self.classes_name] if self.partial else [])]
+    shape = f"[N, k] (k <= {self.num_classes})" if self.partial else f"[N, {self.num_classes}]"
+    fields = "output_name and classes_name" if self.partial else "output_name"
+    return (f"{why}, so this first reply is where the outputs are checked: it must hold "
+            f"{names} as {shape} numbers; set config.black_box.{fields} and "
+            "config.model.num_classes to what the server answers.")
+
+  def _decide(self, scores: np.ndarray) -> str:
+    """The output kind the first reply's ``scores`` show; a declared kind must agree."""
+    source = f"the model {self.model_name!r} at {self.url}"
+    seen = f"in its first reply ({len(scores)} images)"
+    kind = decide_output_kind(scores, self.declared_kind, source=source, seen=seen)
+    if self.declared_kind == "auto":
+      print(f"config.black_box.output_kind='auto': {source} answers {kind} {seen}.",
+            flush=True)
+    logging.info("HttpBlackBox: %s answers %s %s.", source, kind, seen)
+    return kind
 
   def _request(self, method: str, path: str, body: bytes | None, tally: _Tally) -> bytes:
     """The body of a 200 reply to ``method path``, after the retry policy; every failed
@@ -242,8 +306,8 @@ class HttpBlackBox(BlackBox):
     if status == 404:
       return (f"{said}. There is no model {self.model_name!r} there: check "
               "config.black_box.model_name and config.black_box.url.")
-    return (f"{said}. The server refused the request: check config.black_box.input_name and "
-            "config.black_box.input against the model.")
+    return (f"{said}. The server refused the request: check config.black_box.input_name, "
+            "config.black_box.input and config.black_box.output_name against the model.")
 
   def _redact(self, text: str) -> str:
     return text.replace(self.__key, "<API key>") if self.__key else text

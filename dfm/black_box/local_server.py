@@ -11,14 +11,17 @@ the standard library's threading HTTP server in front of an onnxruntime session:
 
 With ``api_key`` every ``/v2/models`` request needs ``Authorization: Bearer KEY``
 (else 401); with ``max_requests_per_s`` a token bucket (burst 1) answers 429 with a
-``Retry-After`` header in seconds when requests come faster.
+``Retry-After`` header in seconds when requests come faster. With
+``declare_metadata=False`` the metadata lists no tensors (``"inputs": [], "outputs":
+[]``, as MLServer answers by default), which the protocol allows.
 
 Faults are injected for resilience tests: ``server.faults`` is a queue, and each
 infer request (past the key and the rate limit) takes the next fault, if any, in
 :data:`dfm.black_box.server_limits.FAULTS`: "500", "503", "429" (``Retry-After: fault_retry_after_s``),
 "timeout" (answers after ``fault_delay_s``), "malformed" (200, not JSON),
-"wrong_shape" (one score row short), "nan" (a ``NaN`` score), "drop" (the
-connection closed unanswered), or "ok" (a good answer, to place faults after some).
+"wrong_shape" (one score row short), "wrong_name" (the outputs named by position,
+``output_0``, ...), "nan" (a ``NaN`` score), "drop" (the connection closed
+unanswered), or "ok" (a good answer, to place faults after some).
 ``server.requests_answered`` counts the good answers.
 
 Example::
@@ -59,8 +62,9 @@ class InferenceServer(http.server.ThreadingHTTPServer):
 
   def __init__(self, address: tuple[str, int], model: OnnxModel, *, model_name: str,
                api_key: str | None = None, max_requests_per_s: float | None = None,
-               faults: Iterable[str] | None = None) -> None:
+               faults: Iterable[str] | None = None, declare_metadata: bool = True) -> None:
     self.model, self.model_name = model, model_name
+    self.declare_metadata = declare_metadata
     self.faults = FaultQueue()
     self.faults.extend(faults or ())
     self.fault_delay_s = 60.0
@@ -148,7 +152,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     if route is None:
       return
     if route == "":
-      self._reply(200, self.server.model.metadata(self.server.model_name))
+      self._reply(200, self.server.model.metadata(self.server.model_name,
+                                                  declare=self.server.declare_metadata))
     elif route == "/ready":
       self._reply(200, {"name": self.server.model_name, "ready": True})
     else:
@@ -207,7 +212,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     return match["action"] or ""
 
   def _infer(self, body: bytes, fault: str | None) -> None:
-    """Runs the model on the request; "timeout", "wrong_shape" and "nan" spoil the reply."""
+    """Runs the model on the request; "timeout", "wrong_shape", "wrong_name" and "nan"
+    spoil the reply."""
     try:
       request = loads_strict(body, source="The request")
       feeds = self.server.model.feeds(request)
@@ -228,6 +234,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
       self.server.delay()
     elif fault == "wrong_shape":
       outputs = {name: value[:-1] for name, value in outputs.items()}
+    elif fault == "wrong_name":
+      outputs = {f"output_{i}": value for i, value in enumerate(outputs.values())}
     elif fault == "nan":
       first = names[0]
       outputs[first] = outputs[first].astype(np.float32)
@@ -272,11 +280,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def make_server(onnx_path: str | Path, *, model_name: str, host: str = "127.0.0.1",
                 port: int = 0, api_key: str | None = None,
                 max_requests_per_s: float | None = None,
-                faults: Iterable[str] | None = None) -> InferenceServer:
-  """A server of the ONNX file at ``onnx_path`` bound to ``host:port`` (0: a free port).
+                faults: Iterable[str] | None = None,
+                declare_metadata: bool = True) -> InferenceServer:
+  """A server of the ONNX file at ``onnx_path`` bound to ``host:port`` (0: a free port);
+  ``declare_metadata=False`` lists no inputs or outputs in its metadata.
 
   Call ``.serve_forever()`` (or ``.serve_in_background()``), then ``.close()``.
   """
   model = OnnxModel(onnx_path)
   return InferenceServer((host, port), model, model_name=model_name, api_key=api_key,
-                         max_requests_per_s=max_requests_per_s, faults=faults)
+                         max_requests_per_s=max_requests_per_s, faults=faults,
+                         declare_metadata=declare_metadata)

@@ -14,6 +14,10 @@ outputs it wants back::
   -> 200 {"name": "gender", "inputs": [{"name": "images", "datatype": "FP32",
                                         "shape": [-1, 3, 4, 4]}], "outputs": [...]}
 
+The protocol lets a server declare no inputs or outputs (MLServer's default is
+``"inputs": [], "outputs": []``); what the metadata does not declare is checked in
+the first infer reply instead (:class:`dfm.black_box.http_client.HttpBlackBox`).
+
 Everything read is checked: JSON with no NaN or Infinity, the declared shape,
 datatype and length, finite numbers. A reply that cannot be trusted is a
 ValueError naming the fault, never a silently wrong score. Both the client
@@ -29,7 +33,7 @@ Example::
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -226,33 +230,52 @@ def _metadata_dims(entry: Mapping[str, Any], source: str) -> list[int | None]:
   return [None if d < 0 else d for d in dims]
 
 
+class Declared(NamedTuple):
+  """Whether a server's metadata declared (and so let dfm check) its ``inputs``/``outputs``."""
+
+  inputs: bool
+  outputs: bool
+
+
+def _declares(metadata: Mapping[str, Any], what: str) -> bool:
+  """The metadata lists ``what`` ("inputs" or "outputs"); absent or [] declares none."""
+  return metadata.get(what) not in (None, [])
+
+
 def check_metadata(metadata: Any, *, spec: InputSpec, input_name: str, output_name: str,
                    num_classes: int, source: str, classes_name: str = "",
-                   output_kind: str = "probabilities") -> None:
+                   output_kind: str = "probabilities") -> Declared:
   """The model metadata declares ``input_name`` as ``[-1, *spec.shape]`` and
   ``output_name`` as ``[-1, num_classes]`` (top-k, with ``classes_name``: both it and
-  ``output_name`` as ``[-1, k]``).
+  ``output_name`` as ``[-1, k]``). Inputs or outputs it does not declare (absent, or
+  ``[]``) are not checked; the result says which were.
 
   Example::
 
     check_metadata(loads_strict(body, source=source), spec=spec, input_name="images",
                    output_name="probabilities", num_classes=2, source=source)
+    # Declared(inputs=True, outputs=True); {"inputs": [], "outputs": []}: both False
 
   Raises:
     ValueError: naming the config field to fix.
   """
   if not isinstance(metadata, Mapping):
     raise ValueError(f"{source} sent metadata that is not a JSON object.")
-  entry = find_tensor(metadata.get("inputs"), input_name, source=source, what="input",
-                      field="input_name")
-  check_input_dims(_metadata_dims(entry, source), spec,
-                   source=f"{source}: its input {input_name!r}")
-  entry = find_tensor(metadata.get("outputs"), output_name, source=source, what="output",
+  declared = Declared(_declares(metadata, "inputs"), _declares(metadata, "outputs"))
+  if declared.inputs:
+    entry = find_tensor(metadata["inputs"], input_name, source=source, what="input",
+                        field="input_name")
+    check_input_dims(_metadata_dims(entry, source), spec,
+                     source=f"{source}: its input {input_name!r}")
+  if not declared.outputs:
+    return declared
+  entry = find_tensor(metadata["outputs"], output_name, source=source, what="output",
                       field="output_name")
   dims = _metadata_dims(entry, source)
   if classes_name:
-    classes = find_tensor(metadata.get("outputs"), classes_name, source=source, what="output",
+    classes = find_tensor(metadata["outputs"], classes_name, source=source, what="output",
                           field="classes_name")
     check_top_k(dims, _metadata_dims(classes, source), output_kind, num_classes, source=source)
-    return
-  check_class_dims(dims, num_classes, source=f"{source}: its output {output_name!r}")
+  else:
+    check_class_dims(dims, num_classes, source=f"{source}: its output {output_name!r}")
+  return declared

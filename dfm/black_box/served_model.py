@@ -36,14 +36,16 @@ class OnnxModel:
         raise ValueError(f"{path} takes input {arg.name!r} as {arg.type}; this server feeds "
                          f"only {sorted(_ONNX_DATATYPES)}.")
 
-  def metadata(self, name: str) -> dict[str, Any]:
-    """The protocol's model metadata, shapes with -1 where a size is symbolic."""
-    def describe(arg: onnxruntime.NodeArg) -> dict[str, Any]:
-      return {"name": arg.name, "datatype": _ONNX_DATATYPES.get(arg.type, arg.type),
-              "shape": [d if isinstance(d, int) else -1 for d in arg.shape]}
+  def metadata(self, name: str, *, declare: bool = True) -> dict[str, Any]:
+    """The protocol's model metadata, shapes with -1 where a size is symbolic; with
+    ``declare=False`` it lists no inputs or outputs (``[]``, as the protocol allows)."""
+    def describe(args: list[onnxruntime.NodeArg]) -> list[dict[str, Any]]:
+      return [{"name": arg.name, "datatype": _ONNX_DATATYPES.get(arg.type, arg.type),
+               "shape": [d if isinstance(d, int) else -1 for d in arg.shape]}
+              for arg in args] if declare else []
     return {"name": name, "versions": ["1"], "platform": "onnxruntime_onnx",
-            "inputs": [describe(arg) for arg in self.session.get_inputs()],
-            "outputs": [describe(arg) for arg in self.session.get_outputs()]}
+            "inputs": describe(self.session.get_inputs()),
+            "outputs": describe(self.session.get_outputs())}
 
   def feeds(self, request: Any) -> dict[str, np.ndarray]:
     """The model's input arrays from an infer request, or a ValueError saying what is wrong."""

@@ -11,7 +11,8 @@ import threading
 import time
 from collections.abc import Iterable
 
-FAULTS = ("ok", "500", "503", "429", "timeout", "malformed", "wrong_shape", "nan", "drop")
+FAULTS = ("ok", "500", "503", "429", "timeout", "malformed", "wrong_shape", "wrong_name", "nan",
+          "drop")
 
 
 class FaultQueue(collections.deque):
