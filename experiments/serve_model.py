@@ -30,6 +30,9 @@ _API_KEY_ENV = flags.DEFINE_string("api_key_env", "", "Environment variable hold
 _MAX_REQUESTS_PER_S = flags.DEFINE_float("max_requests_per_s", None, "Rate limit (unset or 0: "
                                          "none); faster requests get 429 with Retry-After.",
                                          lower_bound=0)
+_DECLARE_METADATA = flags.DEFINE_bool("declare_metadata", True, "Name the inputs and outputs in "
+                                      "the model metadata; false answers [] for both, as "
+                                      "MLServer does by default.")
 
 
 def build() -> InferenceServer:
@@ -39,7 +42,8 @@ def build() -> InferenceServer:
   try:
     return make_server(path, model_name=_MODEL_NAME.value or path.stem, host=_HOST.value,
                        port=_PORT.value, api_key=api_key,
-                       max_requests_per_s=_MAX_REQUESTS_PER_S.value or None)
+                       max_requests_per_s=_MAX_REQUESTS_PER_S.value or None,
+                       declare_metadata=_DECLARE_METADATA.value)
   except OSError as error:
     raise ValueError(f"Cannot serve on {_HOST.value}:{_PORT.value} ({error}): pick another "
                      "--port or --host.") from None

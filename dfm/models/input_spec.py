@@ -32,7 +32,7 @@ import numpy as np
 
 LAYOUTS = ("NCHW", "NHWC")
 CHANNEL_ORDERS = ("RGB", "BGR")
-# What a foreign model's output is, for white-box models and black boxes alike.
+# What a foreign model's output is; black boxes may also say "auto" (dfm.black_box.shapes).
 OUTPUT_KINDS = ("probabilities", "logits")
 
 
