@@ -29,6 +29,10 @@ whether it answers `logits` or `probabilities`. Check the convention first with
       --config.data_dir=data/mine --config.model.path=model.onnx \
       --config.model.num_classes=10 --config.model.input_shape='(28,28,1)' --workdir=runs/own/mine
 
+`experiments.mft`, `experiments.dft_mft` and `experiments.compare --config=...`
+take the same flags: MFT moves the model's trainable weights (never its batch norm
+statistics), and `compare` runs DFT, MFT and DFT+MFT on the one model over seeds.
+
 Options: `dataset=` (onnx, flax, keras), `fold=0..4` (gender_v1), `runlocal`.
 """
 import ml_collections
@@ -52,6 +56,18 @@ def foreign_model(kind: str, *, input_spec: dict, output_kind: str, num_classes:
   return ml_collections.ConfigDict({
       "kind": kind, **KIND_FIELDS[kind], **fields, "input": dict(input_spec),
       "output_kind": output_kind, "num_classes": num_classes, "input_shape": input_shape})
+
+
+def model_finetuning(dft: ml_collections.ConfigDict
+                     ) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]:
+  """``config.mft`` on DFT's data: every trainable weight (batch norm statistics stay),
+  Adam at lr 1e-4 for 20 epochs (not tuned: sweep ``mft.lr`` on validation); and
+  ``config.dft_mft``: 5 rounds of 1 DFT epoch then 4 MFT epochs."""
+  mft = ml_collections.ConfigDict({
+      "dataset": dft.dataset, "optimizer": "adam", "lr": 1e-4, "epochs": 20,
+      "batch_size": min(dft.batch_size, 128), "layers": "all"})
+  dft_mft = ml_collections.ConfigDict({"rounds": 5, "dft_epochs": 1, "mft_epochs": 4})
+  return mft, dft_mft
 
 
 def _check_options(arg: ml_collections.ConfigDict) -> None:
@@ -81,8 +97,11 @@ def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
                                  output_kind="logits", num_classes=2, input_shape=(25, 25, 1))
     config.dft = common.dft_schedule(arg.dataset or "lfw_subset/25px_fold0")
     config.dft.update(lam=0.01, lr=0.1, lr_schedule="cosine")
+  config.mft, config.dft_mft = model_finetuning(config.dft)
   if arg.runlocal:
     config.dft.update(batch_size=8, updates_per_batch=2, epochs=1)
+    config.mft.update(batch_size=8, epochs=1)
+    config.dft_mft.update(rounds=2, mft_epochs=1)
     config.checkpoint_every = config.log_every = 2
   config.lock()
   return config

@@ -110,10 +110,14 @@ def test_a_keras_file_runs_on_jax_and_is_differentiated_through(tmp_path):
   np.testing.assert_allclose(grad, reference, atol=1e-5)
 
 
-def test_mft_of_the_head_is_refused_for_a_model_without_dense_layers():
-  params = {"conv.weight": jnp.zeros((4, 1, 3, 3)), "fc.weight": jnp.zeros((3, 4))}
-  with pytest.raises(ValueError, match=r"has none \(it has \['conv.weight', 'fc.weight'\]\).*"
-                     r"--config.mft.layers=all"):
+def test_mft_moves_only_the_trainable_weights_of_a_foreign_model():
+  params = {"trainable": {"w": jnp.ones(3)}, "fixed": {"mean": jnp.ones(3)}}
+  optimizer = restrict_to_layers(optax.sgd(0.1), params, "all")
+  updates, _ = optimizer.update(jax.tree.map(jnp.ones_like, params), optimizer.init(params))
+  np.testing.assert_allclose(updates["trainable"]["w"], -0.1)
+  np.testing.assert_allclose(updates["fixed"]["mean"], 0.0)
+  with pytest.raises(ValueError, match=r"a model of your own fine-tunes all its trainable "
+                     r"weights: --config.mft.layers=all"):
     restrict_to_layers(optax.sgd(0.1), params, "head")
 
 

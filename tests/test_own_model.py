@@ -16,6 +16,7 @@ from dfm.models.input_spec import InputSpec
 from dfm.data import lfw_subset
 from dfm.run import evaluate as run_evaluate
 from dfm.run import loop, methods
+from dfm.studies import compare
 from onnx_models import linear_classifier
 
 PLAIN = {"size": (4, 4), "channels": 3, "channel_order": "RGB", "layout": "NCHW",
@@ -179,3 +180,14 @@ def test_a_pytorch_cnn_exported_to_onnx_is_differentiated_as_pytorch_does(tmp_pa
   np.testing.assert_allclose(apply_fn(params, images), logits.detach().numpy(), atol=1e-4)
   grad = jax.grad(lambda x: apply_fn(params, x)[:, 3].sum())(jnp.asarray(images))
   np.testing.assert_allclose(grad, tensor.grad.permute(0, 2, 3, 1).numpy(), atol=1e-4)
+
+
+def test_compare_runs_dft_mft_and_dft_mft_on_the_one_foreign_model(face_folder, tmp_path):
+  """No classifier to train: every method starts from gender-v1's own weights."""
+  config = _gender_v1_on_folder(face_folder)
+  comparison = compare.run(config, str(tmp_path / "compare"), seeds=1)
+  assert not (tmp_path / "compare" / "classifier").exists()
+  rows = comparison["test_accuracy"]
+  assert set(rows) == {"before", "dft", "mft", "dft_mft"} and rows["before"] == [0.9]
+  mft = json.loads((tmp_path / "compare" / "mft" / "seed0" / "metrics.json").read_text())
+  assert mft["before"]["accuracy"] == 0.9 and "psnr_db" not in mft["after"]

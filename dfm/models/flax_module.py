@@ -135,31 +135,36 @@ def _checked(saved: Mapping, expected: Any, what: str) -> None:
 def _linen_function(module: linen.Module, saved: dict, example: jax.Array,
                     call_kwargs: Mapping, what: str) -> tuple[ModelFn, Any]:
   expected = jax.eval_shape(lambda: module.init(jax.random.key(0), example, **call_kwargs))
-  variables = saved if "params" in saved else {"params": saved}
+  variables = dict(saved) if "params" in saved else {"params": saved}
   _checked(variables, expected, what)
 
-  def fn(variables: Any, tensor: jax.Array) -> jax.Array:
-    return module.apply(variables, tensor, **call_kwargs)
+  def fn(params: Any, tensor: jax.Array) -> jax.Array:
+    return module.apply({"params": params["trainable"], **params["fixed"]}, tensor,
+                        **call_kwargs)
 
-  return fn, variables
+  return fn, {"trainable": variables.pop("params"), "fixed": variables}
 
 
 def _nnx_function(model: nnx.Module, saved: dict, call_kwargs: Mapping, what: str
                   ) -> tuple[ModelFn, Any]:
-  graphdef, state, rngs = nnx.split(model, nnx.Not(nnx.RngState), nnx.RngState)
-  rng_paths = set(traverse_util.flatten_dict(nnx.to_pure_dict(rngs)))
-  kept = {path: value for path, value in traverse_util.flatten_dict(saved).items()
-          if path not in rng_paths}
-  saved = traverse_util.unflatten_dict(kept)
-  _checked(saved, nnx.to_pure_dict(state), what)
-  nnx.replace_by_pure_dict(state, saved)
+  graphdef, rngs, weights, rest = nnx.split(model, nnx.RngState, nnx.Param, ...)
+  paths = {name: set(traverse_util.flatten_dict(nnx.to_pure_dict(state)))
+           for name, state in (("rngs", rngs), ("weights", weights), ("rest", rest))}
+  saved = {path: value for path, value in traverse_util.flatten_dict(saved).items()
+           if path not in paths["rngs"]}
+  expected = {**traverse_util.flatten_dict(nnx.to_pure_dict(weights)),
+              **traverse_util.flatten_dict(nnx.to_pure_dict(rest))}
+  _checked(traverse_util.unflatten_dict(saved), traverse_util.unflatten_dict(expected), what)
+  for name, state in (("weights", weights), ("rest", rest)):
+    nnx.replace_by_pure_dict(state, traverse_util.unflatten_dict(
+        {path: value for path, value in saved.items() if path in paths[name]}))
 
-  def fn(state: Any, tensor: jax.Array) -> jax.Array:
-    module = nnx.merge(graphdef, state, rngs)
+  def fn(params: Any, tensor: jax.Array) -> jax.Array:
+    module = nnx.merge(graphdef, rngs, params["trainable"], params["fixed"])
     module.eval()
     return module(tensor, **call_kwargs)
 
-  return fn, state
+  return fn, {"trainable": weights, "fixed": rest}
 
 
 def load_flax_function(model: Mapping[str, Any], *, example: jax.Array

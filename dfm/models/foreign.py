@@ -21,7 +21,9 @@ section left out, mean the images' own, ``[B, H, W, C]`` in [0, 1]) and ``config
 ``softmax(log p) = p``).
 
 Either way the images are ``[B, H, W, C]`` in [0, 1] and the params are placed on
-the device once, so DFT, MFT, DFT+MFT and the query-only path take it unchanged.
+the device once, so DFT, MFT, DFT+MFT and the query-only path take it unchanged. A
+foreign model's params are ``{"trainable": ..., "fixed": ...}``: MFT moves only the
+trainable weights, never running statistics (batch norm) or other state.
 Loading checks the model against ``config.model`` (classes, image shape), naming both.
 
 Example::
@@ -66,11 +68,20 @@ def model_input_spec(model: ml_collections.ConfigDict) -> InputSpec:
 
 
 # Each loader is imported on first use: dfm's own VGG starts without onnx or keras.
+# Each returns ``(fn(params, tensor), params)``, params split as {"trainable", "fixed"}.
 def _onnx_function(model: ml_collections.ConfigDict, _: InputSpec) -> tuple[ModelFn, Any]:
-  from dfm.models.onnx_graph import load_onnx_function  # pylint: disable=import-outside-toplevel
-  return load_onnx_function(resolve_model_path(model.path),
-                            input_name=model.get("input_name") or None,
-                            output_name=model.get("output_name") or None)
+  from dfm.models import onnx_graph  # pylint: disable=import-outside-toplevel
+  path = resolve_model_path(model.path)
+  graph_fn, params = onnx_graph.load_onnx_function(
+      path, input_name=model.get("input_name") or None,
+      output_name=model.get("output_name") or None)
+  statistics = onnx_graph.batch_norm_statistics(path)
+
+  def fn(params: Any, tensor: jax.Array) -> jax.Array:
+    return graph_fn({**params["trainable"], **params["fixed"]}, tensor)
+
+  return fn, {"trainable": {k: v for k, v in params.items() if k not in statistics},
+              "fixed": {k: v for k, v in params.items() if k in statistics}}
 
 
 def _flax_function(model: ml_collections.ConfigDict, spec: InputSpec) -> tuple[ModelFn, Any]:

@@ -38,19 +38,20 @@ def _import_keras() -> Any:
 def load_keras_function(path: Path) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
   """``(fn(params, tensor) -> outputs, params)`` of the ``.keras`` file at ``path``.
 
-  ``params`` is ``(trainable, non_trainable)``: copies of the model's variables.
+  ``params`` is ``{"trainable", "fixed"}``: copies of the model's trainable and
+  non-trainable variables.
   """
   keras = _import_keras()
   try:
     model = keras.saving.load_model(path, compile=False)
   except ValueError as error:
     raise ValueError(f"Keras cannot load {path}: {error}") from None
-  params = ([jnp.array(v.value) for v in model.trainable_variables],
-            [jnp.array(v.value) for v in model.non_trainable_variables])
+  params = {"trainable": [jnp.array(v.value) for v in model.trainable_variables],
+            "fixed": [jnp.array(v.value) for v in model.non_trainable_variables]}
 
   def fn(params: Any, tensor: jax.Array) -> jax.Array:
-    trainable, non_trainable = params
-    outputs, _ = model.stateless_call(trainable, non_trainable, tensor, training=False)
+    outputs, _ = model.stateless_call(params["trainable"], params["fixed"], tensor,
+                                      training=False)
     return outputs
 
   return fn, params

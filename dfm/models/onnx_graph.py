@@ -186,3 +186,11 @@ def load_onnx_function(path: str | Path, *, input_name: str | None = None,
     return values[output_name]
 
   return fn, params
+
+
+def batch_norm_statistics(path: str | Path) -> set[str]:
+  """The initializers that are running means and variances of BatchNormalization
+  nodes: state of the frozen classifier, never weights for MFT to move."""
+  graph = onnx.load(str(path)).graph
+  return {name for node in graph.node if node.op_type == "BatchNormalization"
+          for name in node.input[3:5]}

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.scipy.special import erf
 
 
 class Node(NamedTuple):
@@ -346,19 +347,31 @@ OPS: dict[str, Op] = {
     "Conv": Op(_conv, allowed={"auto_pad": _AUTO_PAD}),
     "ConvTranspose": Op(_conv_transpose,
                         allowed={"auto_pad": ("NOTSET", "VALID"), "output_shape": ()}),
+    "Abs": Op(lambda node, x: jnp.abs(x)),
     "Div": Op(lambda node, a, b: jnp.divide(a, b)),
     "Dropout": Op(lambda node, x, *ratio_and_mode: x, static=(1, 2), allowed={"is_test": (1,)}),
+    "Erf": Op(lambda node, x: erf(x)),
+    "Exp": Op(lambda node, x: jnp.exp(x)),
     "Flatten": Op(_flatten),
     "Gemm": Op(_gemm),
     "GlobalAveragePool": Op(lambda node, x: jnp.mean(x, axis=tuple(range(2, x.ndim)),
                                                      keepdims=True)),
+    "GlobalMaxPool": Op(lambda node, x: jnp.max(x, axis=tuple(range(2, x.ndim)), keepdims=True)),
+    "HardSigmoid": Op(lambda node, x: jnp.clip(
+        node.attrs.get("alpha", 0.2) * x + node.attrs.get("beta", 0.5), 0.0, 1.0)),
+    "HardSwish": Op(lambda node, x: x * jnp.clip(x / 6 + 0.5, 0.0, 1.0)),
     "Identity": Op(lambda node, x: x),
     "LeakyRelu": Op(lambda node, x: jax.nn.leaky_relu(x, node.attrs.get("alpha", 0.01))),
+    "Log": Op(lambda node, x: jnp.log(x)),
     "LogSoftmax": Op(_softmax(jax.nn.log_softmax)),
     "MatMul": Op(lambda node, a, b: jnp.matmul(a, b)),
+    "Max": Op(lambda node, *xs: functools.reduce(jnp.maximum, xs)),
     "MaxPool": Op(_max_pool, allowed={"auto_pad": _AUTO_PAD}),
+    "Min": Op(lambda node, *xs: functools.reduce(jnp.minimum, xs)),
     "Mul": Op(lambda node, a, b: jnp.multiply(a, b)),
+    "Neg": Op(lambda node, x: jnp.negative(x)),
     "Pad": Op(_pad, static=(1, 2, 3), allowed={"mode": ("constant", "reflect", "edge")}),
+    "Pow": Op(lambda node, x, exponent: jnp.power(x, exponent)),
     "ReduceMean": Op(_reduce(jnp.mean), static=(1,)),
     "ReduceSum": Op(_reduce(jnp.sum), static=(1,)),
     "Relu": Op(lambda node, x: jax.nn.relu(x)),
@@ -371,6 +384,8 @@ OPS: dict[str, Op] = {
     "Sigmoid": Op(lambda node, x: jax.nn.sigmoid(x)),
     "Slice": Op(_slice, static=(1, 2, 3, 4)),
     "Softmax": Op(_softmax(jax.nn.softmax)),
+    "Softplus": Op(lambda node, x: jax.nn.softplus(x)),
+    "Sqrt": Op(lambda node, x: jnp.sqrt(x)),
     "Squeeze": Op(_squeeze, static=(1,)),
     "Sub": Op(lambda node, a, b: jnp.subtract(a, b)),
     "Tanh": Op(lambda node, x: jnp.tanh(x)),

@@ -16,6 +16,9 @@ TrainStep = Callable[..., tuple[TrainState, Metrics]]
 # Which weights MFT updates: every layer, or the dense NNET head on top of the convs.
 MFT_LAYERS = ("all", "head")
 HEAD_PREFIX = "Dense"
+# A foreign model's params (dfm.models.foreign): the weights MFT moves, and the state it
+# never moves (batch norm statistics, Keras non-trainable variables).
+FOREIGN_PARAMS = ("trainable", "fixed")
 
 
 def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
@@ -29,7 +32,8 @@ def restrict_to_layers(
   """``optimizer`` on the chosen ``layers`` (:data:`MFT_LAYERS`); the others never move.
 
   ``head`` updates the top-level modules named ``Dense_*`` (the NNET) and zeroes
-  the updates of the convolutions.
+  the updates of the convolutions. A foreign model's params
+  (:data:`FOREIGN_PARAMS`) move only where ``trainable`` (``all``).
 
   Example::
 
@@ -37,6 +41,13 @@ def restrict_to_layers(
   """
   if layers not in MFT_LAYERS:
     raise ValueError(f"Unknown layers {layers!r} to fine-tune; choose one of {MFT_LAYERS}.")
+  if set(params) == set(FOREIGN_PARAMS):
+    if layers == "head":
+      raise ValueError("mft.layers='head' picks the Dense_* layers of dfm's VGG; a model "
+                       "of your own fine-tunes all its trainable weights: "
+                       "--config.mft.layers=all.")
+    labels = {"trainable": "train", "fixed": "frozen"}
+    return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
   if layers == "all":
     return optimizer
   labels = {name: "train" if name.startswith(HEAD_PREFIX) else "frozen" for name in params}

@@ -1,7 +1,8 @@
 """Before / DFT / MFT / DFT+MFT on the same splits over seeds: the paper's comparison.
 
 :func:`run` trains the classifier on the source for each seed ``s`` (``config.seed``,
-``config.seed + 1``, ...; ``classifier/seed<s>``), runs each method on the target
+``config.seed + 1``, ...; ``classifier/seed<s>``; a model of your own,
+``config.model.kind`` other than ``vgg``, is taken as it is for every seed), runs each method on the target
 (``dft/seed<s>``, ``mft/seed<s>``, ``dft_mft/seed<s>``) and writes ``compare.md``,
 ``compare.csv`` and ``compare.json``: mean +- std over seeds, and the paper's claims
 checked seed by seed. Finished runs are skipped, interrupted ones resume.
@@ -28,11 +29,13 @@ TITLES = {"before": "before (frozen classifier)", **METHOD_TITLES}
 
 
 def seeded(config: ml_collections.ConfigDict, seed: int,
-           classifier_dir: Path) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with ``seed`` and the classifier trained for it."""
+           classifier_dir: Path | None) -> ml_collections.ConfigDict:
+  """A copy of ``config`` with ``seed`` and the classifier trained for it (None: a
+  model of your own, ``config.model``, the same for every seed)."""
   copy = ml_collections.ConfigDict(config.to_dict())
   copy.seed = seed
-  copy.classifier_dir = str(classifier_dir)
+  if classifier_dir is not None:
+    copy.classifier_dir = str(classifier_dir)
   copy.lock()
   return copy
 
@@ -50,17 +53,20 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
   _check_methods(list(methods))
   if seeds < 1:
     raise ValueError(f"--seeds must be at least 1, got {seeds}.")
-  for section in ("train", *methods):
+  trains = config.model.get("kind", "vgg") == "vgg"  # Else the model is given, frozen.
+  for section in ("train",) * trains + tuple(methods):
     check_schedule(config, section)
-  for dataset in {config.train.dataset, config.dft.dataset, config.mft.dataset}:
+  datasets = [config.train.dataset] if trains else []
+  for dataset in {*datasets, config.dft.dataset, config.mft.dataset}:
     data.open_splits(dataset, config.data_dir, config.model.input_shape)
   root = claim_workdir(workdir, config)
   results: dict[str, list[dict]] = {method: [] for method in methods}
   for seed in range(config.seed, config.seed + seeds):
     classifier_dir = root / "classifier" / f"seed{seed}"
-    config_s = seeded(config, seed, classifier_dir)
-    print(f"== seed {seed}: classifier on {config.train.dataset}", flush=True)
-    run_once(RUNS["train_classifier"], config_s, classifier_dir)
+    config_s = seeded(config, seed, classifier_dir if trains else None)
+    if trains:
+      print(f"== seed {seed}: classifier on {config.train.dataset}", flush=True)
+      run_once(RUNS["train_classifier"], config_s, classifier_dir)
     for method in methods:
       print(f"== seed {seed}: {METHOD_TITLES[method]}", flush=True)
       results[method].append(run_once(METHODS[method], config_s, root / method / f"seed{seed}"))
