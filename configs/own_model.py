@@ -40,7 +40,8 @@ import ml_collections
 from configs import common, faces, query
 
 NAMES = ("onnx", "flax", "keras", "gender_v1")
-# The images as they are, at their own size and channels; PyTorch's layout for ONNX files.
+# The images as they are, at their own size and channels (get_config sets NCHW, PyTorch's
+# layout, for ONNX files).
 AS_THE_IMAGES = {"size": (), "channels": 0, "channel_order": "RGB", "layout": "NHWC",
                  "pixel_max": 1.0, "mean": (0.0,), "scale": 1.0}
 KIND_FIELDS = {

@@ -22,6 +22,8 @@ import optax
 PyTree = Any
 # ``apply_fn(params, images [B, H, W, C] in [0, 1]) -> logits [B, K]``: the frozen model.
 ApplyFn = Callable[[PyTree, jax.Array], jax.Array]
+# A foreign model on its own input tensor (before dfm's InputSpec): fn(params, tensor).
+ModelFn = Callable[[PyTree, jax.Array], jax.Array]
 # A flat dict of scalars, fetched to the host only when logged.
 Metrics = dict[str, jax.Array]
 

@@ -84,8 +84,7 @@ def export(model: nn.Module, path: Path) -> None:
 def dfm_flags(path: Path) -> str:
   """The config overrides that declare this model to configs/own_model.py:onnx."""
   return (f"--config.model.path={path} --config.model.num_classes=10 "
-          f"--config.model.input_shape='(28,28,1)' --config.model.input.size='(28,28)' "
-          "--config.model.input.channels=1")
+          "--config.model.input_shape='(28,28,1)'")
 
 
 def run() -> dict:
@@ -97,11 +96,11 @@ def run() -> dict:
   train(model, *split_arrays(_DATASET.value, "train"))
   export(model, path)
   results = {}
+  session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
   for name, dataset in (("source", _DATASET.value), ("target", _TARGET.value)):
     images, labels = split_arrays(dataset, "test")
     with torch.no_grad():
       logits = model(images).numpy()
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_logits = session.run(["logits"], {"images": images.numpy()})[0]
     accuracy = float((logits.argmax(1) == labels.numpy()).mean())
     results[name] = {"dataset": dataset, "test_accuracy": accuracy,

@@ -27,3 +27,14 @@ class NnxCnn(nnx.Module):
   def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
     x = self.dropout(nnx.relu(self.conv(images)))
     return self.head(x.mean(axis=(1, 2)))
+
+
+class NnxSequential(nnx.Module):
+  """Layers in an nnx.Sequential: their state is keyed by integers."""
+
+  def __init__(self, *, rngs: nnx.Rngs):
+    self.layers = nnx.Sequential(nnx.Linear(36, 8, rngs=rngs), nnx.relu,
+                                 nnx.Linear(8, 3, rngs=rngs))
+
+  def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
+    return self.layers(images.reshape(len(images), -1))

@@ -12,8 +12,8 @@ from flax import nnx, serialization
 
 from configs import own_model
 from dfm import models
-from dfm.models.training import restrict_to_layers
-from flax_models import LinenCnn, NnxCnn
+from dfm.models.training import init_train_state, make_train_step, restrict_to_layers
+from flax_models import LinenCnn, NnxCnn, NnxSequential
 
 IMAGES = np.random.default_rng(0).uniform(size=(5, 6, 6, 1)).astype(np.float32)
 
@@ -64,6 +64,15 @@ def test_an_nnx_module_from_a_file_path_runs_in_eval_mode(tmp_path):
   np.testing.assert_allclose(apply_fn(params, IMAGES), apply_fn(params, IMAGES))  # No dropout.
 
 
+@pytest.mark.parametrize("how", ["msgpack", "orbax"])
+def test_nnx_layers_keyed_by_integers_round_trip(tmp_path, how):
+  model = NnxSequential(rngs=nnx.Rngs(3))
+  path = _save(nnx.to_pure_dict(nnx.state(model, nnx.Not(nnx.RngState))), tmp_path / "seq", how)
+  apply_fn, params = models.load_frozen_classifier(_config(
+      kind="flax", module="flax_models:NnxSequential", params=path))
+  np.testing.assert_allclose(apply_fn(params, IMAGES), model(jnp.asarray(IMAGES)), atol=1e-5)
+
+
 @pytest.mark.parametrize("model, message", [
     ({"module": "flax_models:LinenCnn", "kwargs": {"features": 5}},
      r"do not fit LinenCnn\(\*\*\{'features': 5\}\): .*\['params'\]\['Conv_0'\]\['bias'\]: "
@@ -74,13 +83,15 @@ def test_an_nnx_module_from_a_file_path_runs_in_eval_mode(tmp_path):
     ({"module": "no_such_package.models:Cnn"}, r"cannot import 'no_such_package.models'"),
     ({"module": "LinenCnn"}, r"must be 'package.module:Class'"),
     ({"module": "flax_models:jnp"}, r"is not a Flax Linen or NNX Module class"),
+    ({"module": "flax_models:LinenCnn", "call_kwargs": {}},
+     r"cannot run as a frozen classifier .*call_kwargs=\{\}.*'\{\"train\": false\}'"),
 ])
 def test_a_module_that_does_not_fit_its_params_is_refused_naming_both(tmp_path, model, message):
   _, variables = _linen_variables()
   path = _save(variables, tmp_path / "linen", "msgpack")
   with pytest.raises(ValueError, match=message):
     models.load_frozen_classifier(_config(kind="flax", params=path,
-                                          call_kwargs={"train": False}, **model))
+                                          **{"call_kwargs": {"train": False}, **model}))
 
 
 def test_missing_params_are_named(tmp_path):
@@ -111,11 +122,19 @@ def test_a_keras_file_runs_on_jax_and_is_differentiated_through(tmp_path):
 
 
 def test_mft_moves_only_the_trainable_weights_of_a_foreign_model():
-  params = {"trainable": {"w": jnp.ones(3)}, "fixed": {"mean": jnp.ones(3)}}
+  """The fixed part (here an integer seed, as Keras keeps for Dropout) is never
+  differentiated nor moved."""
+  params = {"trainable": {"w": jnp.ones(3)},
+            "fixed": {"mean": jnp.ones(3), "seed": jnp.array([7, 8], jnp.uint32)}}
   optimizer = restrict_to_layers(optax.sgd(0.1), params, "all")
-  updates, _ = optimizer.update(jax.tree.map(jnp.ones_like, params), optimizer.init(params))
-  np.testing.assert_allclose(updates["trainable"]["w"], -0.1)
-  np.testing.assert_allclose(updates["fixed"]["mean"], 0.0)
+  step = make_train_step(lambda p, x: x.reshape(2, 3) * p["trainable"]["w"] + p["fixed"]["mean"],
+                         optimizer)
+  batch = {"image": jnp.ones((2, 3)), "label": jnp.array([0, 1]), "mask": jnp.ones(2)}
+  state, metrics = step(init_train_state(params, optimizer), batch)
+  assert not np.allclose(state["params"]["trainable"]["w"], 1.0)
+  np.testing.assert_array_equal(state["params"]["fixed"]["mean"], 1.0)
+  np.testing.assert_array_equal(state["params"]["fixed"]["seed"], [7, 8])
+  assert float(metrics["grad_norm"]) > 0
   with pytest.raises(ValueError, match=r"a model of your own fine-tunes all its trainable "
                      r"weights: --config.mft.layers=all"):
     restrict_to_layers(optax.sgd(0.1), params, "head")

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from dfm.black_box.onnx_file import open_session
 from dfm.models.model_files import resolve_model_path
-from dfm.models.onnx_graph import SUPPORTED_OPS, load_onnx_function
+from dfm.models.onnx_graph import SUPPORTED_OPS, load_onnx_function, weight_names
 
 RNG = np.random.default_rng(0)
 INT64_MAX = np.iinfo(np.int64).max
@@ -313,3 +313,17 @@ def test_one_compiled_function_serves_other_params(gender):
   before, after = np.asarray(jitted(params, images)), np.asarray(jitted(shifted, images))
   log_ratio = np.log(after[:, 0] / after[:, 1]) - np.log(before[:, 0] / before[:, 1])
   np.testing.assert_allclose(log_ratio, 1.0, atol=1e-4)
+
+
+def test_weight_names_are_what_mft_may_move(tmp_path):
+  """Kernels, biases and batch norm scale/shift; never statistics, exponents or bounds."""
+  init = {"w": weights(4, 3, 3, 3), "b": weights(4), "scale": weights(4), "shift": weights(4),
+          "mean": weights(4), "var": weights(4, low=0.5), "p": np.float32(2.0),
+          "low": np.float32(0.0), "high": np.float32(6.0), "d": weights(4, 2)}
+  path = save_graph(tmp_path / "m.onnx", [
+      node("Conv", "x", "w", "b", output="c"),
+      node("BatchNormalization", "c", "scale", "shift", "mean", "var", output="n"),
+      node("Pow", "n", "p", output="q"), node("Clip", "q", "low", "high", output="r"),
+      node("GlobalAveragePool", "r", output="g"), node("Flatten", "g", output="f"),
+      node("MatMul", "f", "d")], (1, 3, 5, 5), init)
+  assert weight_names(path) == {"w", "b", "scale", "shift", "d"}

@@ -12,6 +12,7 @@ Example::
   len(sources["train"]), sources["test"][0]["label"]
 """
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,16 @@ class ArraySplit(Sequence[dict]):
     return {"image": self.images[index], "label": int(self.labels[index])}
 
 
+def _checked_pair(pair: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+  """``(images, labels)`` checked as an npz file's arrays; else a ValueError naming it."""
+  if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+    raise ValueError(f"{name}: give a pair (images, labels), got {type(pair).__name__}.")
+  labels = check_label(np.asarray(pair[1]), name)
+  if not len(labels):
+    raise ValueError(f"{name}: no examples; every split needs at least one.")
+  return check_image(np.asarray(pair[0]), name), labels
+
+
 def array_splits(arrays: Mapping[str, tuple[np.ndarray, np.ndarray]], *,
                  num_classes: int | None = None, class_names: Sequence[str] | None = None
                  ) -> dict[str, ArraySplit]:
@@ -55,10 +66,13 @@ def array_splits(arrays: Mapping[str, tuple[np.ndarray, np.ndarray]], *,
   missing = [split for split in SPLITS if split not in arrays]
   if missing:
     raise ValueError(f"No {missing} arrays: give (images, labels) for each of {SPLITS}.")
+  checked = {split: _checked_pair(arrays[split], f"{split} arrays") for split in SPLITS}
   if class_names is None:
-    count = num_classes or 1 + max(int(np.max(labels)) for _, labels in arrays.values())
+    count = num_classes or 1 + max(int(labels.max()) for _, labels in checked.values())
     class_names = [str(label) for label in range(count)]
-  sources = {split: ArraySplit(*arrays[split], class_names=class_names, name=f"{split} arrays")
+  elif num_classes is not None and num_classes != len(class_names):
+    raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names.")
+  sources = {split: ArraySplit(*checked[split], class_names=class_names, name=f"{split} arrays")
              for split in SPLITS}
   shapes = {split: source.images.shape[1:] for split, source in sources.items()}
   if len(set(shapes.values())) > 1:

@@ -29,17 +29,18 @@ import importlib
 import importlib.util
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import flax
 import jax
 import orbax.checkpoint as ocp
 from flax import linen, nnx, serialization, traverse_util
 
 from dfm.models.frozen import shape_mismatches
+from dfm.types import ModelFn
 
-ModelFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def import_class(reference: str) -> type:
@@ -74,7 +75,10 @@ def _import_file(path: Path) -> Any:
   spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   sys.modules[name] = module
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except (SyntaxError, ImportError) as error:
+    raise ValueError(f"config.model.module: {path} cannot be imported ({error}).") from None
   return module
 
 
@@ -101,7 +105,8 @@ def read_saved_tree(path: Path) -> dict[str, Any]:
   """
   path = Path(path).absolute()
   if path.is_dir():
-    return ocp.StandardCheckpointer().restore(_orbax_item(path))
+    with ocp.StandardCheckpointer() as checkpointer:
+      return checkpointer.restore(_orbax_item(path))
   if not path.is_file():
     raise FileNotFoundError(f"No saved params at {path}: set config.model.params to a "
                             ".msgpack file or an orbax checkpoint folder.")
@@ -134,7 +139,14 @@ def _checked(saved: Mapping, expected: Any, what: str) -> None:
 
 def _linen_function(module: linen.Module, saved: dict, example: jax.Array,
                     call_kwargs: Mapping, what: str) -> tuple[ModelFn, Any]:
-  expected = jax.eval_shape(lambda: module.init(jax.random.key(0), example, **call_kwargs))
+  try:
+    expected = jax.eval_shape(lambda: module.init(jax.random.key(0), example, **call_kwargs))
+    jax.eval_shape(lambda variables: module.apply(variables, example, **call_kwargs), expected)
+  except flax.errors.FlaxError as error:
+    raise ValueError(f"{what} cannot run as a frozen classifier with config.model.call_kwargs="
+                     f"{dict(call_kwargs)} ({str(error).splitlines()[0]}); a module with "
+                     "batch norm or dropout needs e.g. --config.model.call_kwargs="
+                     "'{\"train\": false}'.") from None
   variables = dict(saved) if "params" in saved else {"params": saved}
   _checked(variables, expected, what)
 
@@ -150,7 +162,8 @@ def _nnx_function(model: nnx.Module, saved: dict, call_kwargs: Mapping, what: st
   graphdef, rngs, weights, rest = nnx.split(model, nnx.RngState, nnx.Param, ...)
   paths = {name: set(traverse_util.flatten_dict(nnx.to_pure_dict(state)))
            for name, state in (("rngs", rngs), ("weights", weights), ("rest", rest))}
-  saved = {path: value for path, value in traverse_util.flatten_dict(saved).items()
+  saved = {path: value for path, value in
+           traverse_util.flatten_dict(nnx.restore_int_paths(saved)).items()
            if path not in paths["rngs"]}
   expected = {**traverse_util.flatten_dict(nnx.to_pure_dict(weights)),
               **traverse_util.flatten_dict(nnx.to_pure_dict(rest))}

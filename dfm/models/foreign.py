@@ -16,14 +16,15 @@
 
 For the foreign kinds ``config.model.input`` declares the tensor the model takes
 (:class:`dfm.models.input_spec.InputSpec`; its ``size=()`` and ``channels=0``, or a
-section left out, mean the images' own, ``[B, H, W, C]`` in [0, 1]) and ``config.model.output_kind`` whether it answers
-``logits`` (the default) or ``probabilities`` (then ``log p`` serves as logits:
-``softmax(log p) = p``).
+section left out, mean the images' own, ``[B, H, W, C]`` in [0, 1]) and
+``config.model.output_kind`` whether it answers ``logits`` (the default) or
+``probabilities`` (then ``log p`` serves as logits: ``softmax(log p) = p``).
 
 Either way the images are ``[B, H, W, C]`` in [0, 1] and the params are placed on
 the device once, so DFT, MFT, DFT+MFT and the query-only path take it unchanged. A
 foreign model's params are ``{"trainable": ..., "fixed": ...}``: MFT moves only the
-trainable weights, never running statistics (batch norm) or other state.
+trainable weights (of an ONNX graph: :data:`dfm.models.onnx_graph.WEIGHT_INPUTS`),
+never running statistics (batch norm), constants or other state.
 Loading checks the model against ``config.model`` (classes, image shape), naming both.
 
 Example::
@@ -31,7 +32,6 @@ Example::
   apply_fn, params = load_frozen_classifier(config)   # any kind
   logits = apply_fn(params, images)
 """
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -41,12 +41,11 @@ import ml_collections
 from dfm.models.frozen import load_frozen_vgg
 from dfm.models.input_spec import OUTPUT_KINDS, InputSpec
 from dfm.models.model_files import resolve_model_path
-from dfm.types import ApplyFn
+from dfm.types import ApplyFn, ModelFn
 
 FROZEN_KINDS = ("vgg", "onnx", "flax", "keras")
 # log(0) is -inf: a probability output is floored here before its log.
 _MIN_PROB = 1e-30
-ModelFn = Callable[[Any, jax.Array], jax.Array]
 
 
 def _as_logits(outputs: jax.Array, output_kind: str) -> jax.Array:
@@ -75,13 +74,13 @@ def _onnx_function(model: ml_collections.ConfigDict, _: InputSpec) -> tuple[Mode
   graph_fn, params = onnx_graph.load_onnx_function(
       path, input_name=model.get("input_name") or None,
       output_name=model.get("output_name") or None)
-  statistics = onnx_graph.batch_norm_statistics(path)
+  weights = onnx_graph.weight_names(path)
 
   def fn(params: Any, tensor: jax.Array) -> jax.Array:
     return graph_fn({**params["trainable"], **params["fixed"]}, tensor)
 
-  return fn, {"trainable": {k: v for k, v in params.items() if k not in statistics},
-              "fixed": {k: v for k, v in params.items() if k in statistics}}
+  return fn, {"trainable": {k: v for k, v in params.items() if k in weights},
+              "fixed": {k: v for k, v in params.items() if k not in weights}}
 
 
 def _flax_function(model: ml_collections.ConfigDict, spec: InputSpec) -> tuple[ModelFn, Any]:

@@ -14,12 +14,13 @@ Example::
   probabilities = fn(params, tensor)   # the model's own input convention
 """
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from dfm.types import ModelFn
 
 
 def _import_keras() -> Any:
@@ -35,7 +36,7 @@ def _import_keras() -> Any:
   return keras
 
 
-def load_keras_function(path: Path) -> tuple[Callable[[Any, jax.Array], jax.Array], Any]:
+def load_keras_function(path: Path) -> tuple[ModelFn, Any]:
   """``(fn(params, tensor) -> outputs, params)`` of the ``.keras`` file at ``path``.
 
   ``params`` is ``{"trainable", "fixed"}``: copies of the model's trainable and

@@ -188,9 +188,16 @@ def load_onnx_function(path: str | Path, *, input_name: str | None = None,
   return fn, params
 
 
-def batch_norm_statistics(path: str | Path) -> set[str]:
-  """The initializers that are running means and variances of BatchNormalization
-  nodes: state of the frozen classifier, never weights for MFT to move."""
+# The inputs that are weights, by op type: what MFT may move. Every other initializer
+# (batch norm statistics, Pow exponents, Clip bounds, reshape shapes, ...) is a constant.
+WEIGHT_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (1,),
+                 "BatchNormalization": (1, 2)}
+
+
+def weight_names(path: str | Path) -> set[str]:
+  """The initializers that are weights (:data:`WEIGHT_INPUTS`) of the graph at ``path``:
+  convolution kernels and biases, dense matrices and biases, batch norm scales and
+  shifts, never running statistics or other constants."""
   graph = onnx.load(str(path)).graph
-  return {name for node in graph.node if node.op_type == "BatchNormalization"
-          for name in node.input[3:5]}
+  return {node.input[index] for node in graph.node
+          for index in WEIGHT_INPUTS.get(node.op_type, ()) if index < len(node.input)}

@@ -21,9 +21,25 @@ HEAD_PREFIX = "Dense"
 FOREIGN_PARAMS = ("trainable", "fixed")
 
 
+def _is_foreign(params: Any) -> bool:
+  return isinstance(params, dict) and set(params) == set(FOREIGN_PARAMS)
+
+
+def trainable_part(params: Any) -> Any:
+  """What training moves: all of dfm's VGG params, a foreign model's ``trainable``."""
+  return params["trainable"] if _is_foreign(params) else params
+
+
+def with_trainable(params: Any, part: Any) -> Any:
+  """``params`` with :func:`trainable_part` replaced by ``part`` (the rest kept)."""
+  return {"trainable": part, "fixed": params["fixed"]} if _is_foreign(params) else part
+
+
 def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
-  """``{"params", "opt", "step"}`` for training the classifier's weights."""
-  return {"params": params, "opt": optimizer.init(params), "step": jnp.zeros((), jnp.int32)}
+  """``{"params", "opt", "step"}`` for training the classifier's weights; the optimizer
+  sees only :func:`trainable_part`."""
+  return {"params": params, "opt": optimizer.init(trainable_part(params)),
+          "step": jnp.zeros((), jnp.int32)}
 
 
 def restrict_to_layers(
@@ -32,8 +48,8 @@ def restrict_to_layers(
   """``optimizer`` on the chosen ``layers`` (:data:`MFT_LAYERS`); the others never move.
 
   ``head`` updates the top-level modules named ``Dense_*`` (the NNET) and zeroes
-  the updates of the convolutions. A foreign model's params
-  (:data:`FOREIGN_PARAMS`) move only where ``trainable`` (``all``).
+  the updates of the convolutions. Of a foreign model's params
+  (:data:`FOREIGN_PARAMS`) the optimizer only ever sees ``trainable`` (``all``).
 
   Example::
 
@@ -41,13 +57,10 @@ def restrict_to_layers(
   """
   if layers not in MFT_LAYERS:
     raise ValueError(f"Unknown layers {layers!r} to fine-tune; choose one of {MFT_LAYERS}.")
-  if set(params) == set(FOREIGN_PARAMS):
-    if layers == "head":
-      raise ValueError("mft.layers='head' picks the Dense_* layers of dfm's VGG; a model "
-                       "of your own fine-tunes all its trainable weights: "
-                       "--config.mft.layers=all.")
-    labels = {"trainable": "train", "fixed": "frozen"}
-    return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
+  if _is_foreign(params) and layers == "head":
+    raise ValueError("mft.layers='head' picks the Dense_* layers of dfm's VGG; a model "
+                     "of your own fine-tunes all its trainable weights: "
+                     "--config.mft.layers=all.")
   if layers == "all":
     return optimizer
   labels = {name: "train" if name.startswith(HEAD_PREFIX) else "frozen" for name in params}
@@ -62,7 +75,9 @@ def make_train_step(
     apply_fn: ApplyFn, optimizer: optax.GradientTransformation, *,
     transform: str | Transform = "tanh"
 ) -> TrainStep:
-  """Returns the pure step minimising softmax cross-entropy over the weights.
+  """Returns the pure step minimising softmax cross-entropy over the weights
+  (:func:`trainable_part`: a foreign model's running statistics and other state
+  are neither differentiated nor moved).
 
   ``step(state, batch, noise=None)`` fits the images as they are, or, given a
   noise, their perturbed versions ``Z = perturb(X, noise, transform=transform)`` (the MFT
@@ -85,9 +100,12 @@ def make_train_step(
     return loss, {"loss": loss, "accuracy": accuracy}
 
   def train_step(state: TrainState, batch: Batch, noise: Any = None) -> tuple[TrainState, Metrics]:
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state["params"], batch, noise)
-    updates, opt = optimizer.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
+    part = trainable_part(state["params"])
+    grads, metrics = jax.grad(
+        lambda part: loss_fn(with_trainable(state["params"], part), batch, noise),
+        has_aux=True)(part)
+    updates, opt = optimizer.update(grads, state["opt"], part)
+    params = with_trainable(state["params"], optax.apply_updates(part, updates))
     metrics["grad_norm"] = optax.tree.norm(grads)
     return {"params": params, "opt": opt, "step": state["step"] + 1}, metrics
 

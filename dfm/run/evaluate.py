@@ -94,8 +94,8 @@ def evaluate_frozen(config: ml_collections.ConfigDict, dataset: str | None = Non
   """
   dataset = dataset or config.dft.dataset
   unknown = sorted(set(splits) - set(data.SPLITS))
-  if unknown:
-    raise ValueError(f"Unknown splits {unknown}: choose from {data.SPLITS}.")
+  if unknown or not splits:
+    raise ValueError(f"Unknown splits {unknown or '(none given)'}: choose from {data.SPLITS}.")
   apply_fn, params = models.load_frozen_classifier(config)
   sources = data.open_splits(dataset, config.data_dir, config.model.input_shape)
   eval_step = make_eval_step(apply_fn)

@@ -1,11 +1,11 @@
 """Before / DFT / MFT / DFT+MFT on the same splits over seeds: the paper's comparison.
 
 :func:`run` trains the classifier on the source for each seed ``s`` (``config.seed``,
-``config.seed + 1``, ...; ``classifier/seed<s>``; a model of your own,
-``config.model.kind`` other than ``vgg``, is taken as it is for every seed), runs each method on the target
-(``dft/seed<s>``, ``mft/seed<s>``, ``dft_mft/seed<s>``) and writes ``compare.md``,
-``compare.csv`` and ``compare.json``: mean +- std over seeds, and the paper's claims
-checked seed by seed. Finished runs are skipped, interrupted ones resume.
+``config.seed + 1``, ...; ``classifier/seed<s>``; a model of your own, of a
+``config.model.kind`` other than ``vgg``, serves every seed as it is), runs each
+method on the target (``dft/seed<s>``, ``mft/seed<s>``, ``dft_mft/seed<s>``) and
+writes ``compare.md``, ``compare.csv`` and ``compare.json``: mean +- std over seeds,
+and the paper's claims checked seed by seed. Finished runs are skipped, interrupted ones resume.
 
 Example::
 
