@@ -42,6 +42,14 @@ def parse_arg(arg: str, **defaults) -> ml_collections.ConfigDict:
   return parsed
 
 
+def unknown_name(name: str, valid: list[str] | tuple[str, ...]) -> ValueError:
+  """The error for a config name that names no experiment (or none at all)."""
+  if not name:
+    return ValueError(f"This config file needs a name: --config=FILE:NAME with NAME one of "
+                      f"{list(valid)}.")
+  return ValueError(f"Unknown config {name!r}; use one of {list(valid)}.")
+
+
 def model_config(preset: str, *, num_classes: int, input_shape: tuple[int, ...]) -> ml_collections.ConfigDict:
   """``config.model`` for a preset of ``MODEL_PRESETS``."""
   return ml_collections.ConfigDict({

@@ -45,7 +45,7 @@ def data_finetuning(dataset: str) -> ml_collections.ConfigDict:
   return dft
 
 
-def get_config(arg: str = "mnist5k_to_uci") -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``mnist5k``: train the classifier; ``mnist5k_to_uci``: DFT with it on UCI digits."""
   arg = common.parse_arg(arg, name="", runlocal=False)
   config = common.run_defaults(ml_collections.ConfigDict())
@@ -63,6 +63,6 @@ def get_config(arg: str = "mnist5k_to_uci") -> ml_collections.ConfigDict:
       config.checkpoint_every = 2
       config.log_every = 2
   else:
-    raise ValueError(f"Unknown config {arg.name!r}; use mnist5k or mnist5k_to_uci.")
+    raise common.unknown_name(arg.name, ("mnist5k", "mnist5k_to_uci"))
   config.lock()
   return config

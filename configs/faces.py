@@ -70,7 +70,7 @@ def data_finetuning(family: str, dataset: str) -> ml_collections.ConfigDict:
   return dft
 
 
-def get_config(arg: str = "lfw_subset_dft") -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``DATASET``: train the classifier; ``DATASET_dft``: DFT with it (module docstring)."""
   arg = common.parse_arg(arg, name="", runlocal=False, size=0, fold=0, attribute="male",
                          protocol="random")

@@ -73,7 +73,7 @@ def model_finetuning(dft: ml_collections.ConfigDict
 
 def _check_options(arg: ml_collections.ConfigDict) -> None:
   if arg.name not in NAMES:
-    raise ValueError(f"Unknown config {arg.name!r}; use one of {NAMES}.")
+    raise common.unknown_name(arg.name, NAMES)
   if arg.name == "gender_v1" and arg.dataset:
     raise ValueError("gender_v1 runs on lfw_subset (choose the fold with fold=); for your "
                      "own data use onnx,dataset=NAME with --config.model.path=...gender-v1.onnx.")
@@ -81,7 +81,7 @@ def _check_options(arg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"fold= and size= apply to gender_v1; {arg.name} takes dataset=NAME/CONFIG.")
 
 
-def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``onnx``, ``flax``, ``keras`` or ``gender_v1`` with options (module docstring)."""
   arg = common.parse_arg(arg, name="", runlocal=False, fold=0, size=0, dataset="")
   _check_options(arg)

@@ -66,12 +66,12 @@ def black_box(name: str, via: str, top_k: int) -> ml_collections.ConfigDict:
   })
 
 
-def get_config(arg: str = "gender_v1") -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``digits`` or ``gender_v1`` with options (module docstring)."""
   arg = common.parse_arg(arg, name="", runlocal=False, via="", estimator="nes",
                          noise="full", top_k=0, fold=0, size=0)
   if arg.name not in LOW_NOISE:
-    raise ValueError(f"Unknown config {arg.name!r}; use one of {sorted(LOW_NOISE)}.")
+    raise common.unknown_name(arg.name, sorted(LOW_NOISE))
   if arg.noise not in ("full", "low"):
     raise ValueError(f"noise={arg.noise!r}: use full or low.")
   if arg.name == "digits" and (arg.via or arg.fold or arg.size):

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from dfm import data, models
@@ -33,7 +33,7 @@ from dfm.dft import init_state, make_update_step
 from dfm.optim import make_optimizer
 from dfm.parallel import jit_step
 from dfm.xla import compiler_options
-from experiments.cli import quiet_library_logs
+from experiments.cli import quiet_library_logs, run_app
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/digits.py:mnist5k_to_uci", "DFT config whose model and data to time.")
@@ -114,4 +114,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_app(main)

@@ -1,22 +1,41 @@
 """What every config-driven entrypoint shares: its flags and clear bad-input errors."""
 import ast
+import logging as std_logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from absl import app, flags, logging
+import ml_collections
+import tensorflow_datasets as tfds
 from ml_collections import config_flags
 
 from dfm.run.workdir import RunFn
 
 
+class _DropNoise(std_logging.Filter):
+  """Drops library warnings that describe normal operation, e.g. TFDS's ``Variant
+  folder ... has no dataset_info.json`` about a dataset not prepared yet."""
+
+  NOISE = ("has no dataset_info.json",)
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in self.NOISE)
+
+
 def quiet_library_logs() -> None:
-  """Shows library logs from WARNING up unless ``--verbosity`` was given.
+  """Shows library logs from WARNING up unless ``--verbosity`` was given, without
+  :class:`_DropNoise`'s warnings; no progress bars' cursor codes when stderr is not a
+  terminal (a log file).
 
   Orbax logs every checkpoint save at INFO; runs print their own progress.
   """
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  logging.get_absl_logger().addFilter(_DropNoise())
+  if not sys.stderr.isatty():
+    tfds.disable_progress_bar()
 
 
 BAD_INPUT = (ValueError, FileNotFoundError, FloatingPointError)
@@ -43,19 +62,77 @@ def _unquoted(text: str) -> str:
   return unquoted if isinstance(unquoted, str) else text
 
 
+HELP_ARGS = ("--help", "-h", "--helpshort", "-?")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Check the flags and the config with its overrides, print them "
+    "(the config as JSON, every field), and exit without running.")
+
+
+def _own_flags() -> list[flags.Flag]:
+  """The flags this entrypoint and experiments/cli.py define (not the libraries')."""
+  modules = flags.FLAGS.flags_by_module_dict()
+  own = [flag for name, defined in modules.items()
+         if name in (sys.argv[0], "__main__") or name.startswith("experiments")
+         for flag in defined]
+  return sorted({flag.name: flag for flag in own}.values(), key=lambda flag: flag.name)
+
+
+def print_help() -> None:
+  """The entrypoint's docstring and its own flags, one per line."""
+  print((sys.modules["__main__"].__doc__ or "").strip() + "\n\nFlags:")
+  for flag in _own_flags():
+    default = "" if flag.default is None else f" (default: {flag.default})"
+    print(f"  --{flag.name}: {flag.help}{default}")
+  if any(flag.name == "config" for flag in _own_flags()):
+    print("\n--config.FIELD=VALUE overrides a field of the config; --dry_run prints them all.")
+  print("--helpfull lists the libraries' flags too.")
+
+
+def _print_resolved() -> None:
+  """The parsed flags, configs printed whole as JSON."""
+  for flag in _own_flags():
+    if isinstance(flag.value, ml_collections.ConfigDict):
+      print(f"--{flag.name}:\n{flag.value.to_json_best_effort(indent=2, sort_keys=True)}")
+    elif flag.name != "dry_run":
+      print(f"--{flag.name}={flag.value}")
+
+
+def _missing_config_file(argv: list[str]) -> str | None:
+  """The reason a ``--config=FILE[:ARG]`` names no file, if it does not."""
+  for arg in argv[1:]:
+    name, _, value = arg.partition("=")
+    path = Path(value.partition(":")[0])
+    if name == "--config" and value and not path.is_file():
+      found = ", ".join(sorted(str(p) for p in Path("configs").glob("*.py") if p.stem != "__init__"))
+      return (f"no config file {path} (from {arg}); run from the repository root, where "
+              f"configs/ holds {found or 'the configs'}.")
+  return None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a bad flag or config given as one line, no traceback.
 
-  A config file that raises (e.g. an unknown experiment name) and a misspelt
-  ``--config.a.b=`` override end the process with ``error: <the reason>``.
+  ``--help`` (or ``-h``, ``--helpshort``) prints the entrypoint's own flags and
+  exits 0; ``--dry_run`` prints the resolved flags and config and exits 0. A
+  config file that is missing or raises (e.g. an unknown experiment name) and a
+  misspelt ``--config.a.b=`` override end the process with ``error: <the reason>``.
   """
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as error:
-    reason = str(error).strip().splitlines()[-1].strip().removeprefix("ValueError: ")
-  except (AttributeError, KeyError) as error:  # A misspelt --config.a.b=... override.
-    reason = "unknown config field " + " ".join(_unquoted(str(error.args[0])).split("\n"))
-  sys.exit(f"error: {reason}\nPass --helpshort to see the flags.")
+  if any(arg in HELP_ARGS for arg in argv[1:]):
+    print_help()
+    sys.exit(0)
+  reason = _missing_config_file(argv)
+  if reason is None:
+    try:
+      remaining = flags.FLAGS(argv)
+      if _DRY_RUN.value:
+        _print_resolved()
+        sys.exit(0)
+      return remaining
+    except flags.Error as error:
+      reason = str(error).strip().splitlines()[-1].strip().removeprefix("ValueError: ")
+    except (AttributeError, KeyError) as error:  # A misspelt --config.a.b=... override.
+      reason = "unknown config field " + " ".join(_unquoted(str(error.args[0])).split("\n"))
+  sys.exit(f"error: {reason}\nPass --help to see the flags, --dry_run to see the config.")
 
 
 def run_app(main: Callable[[list[str]], None]) -> None:

@@ -22,7 +22,7 @@ from absl import flags
 
 from dfm.data import preparation
 from dfm.data import summary
-from experiments.cli import exit_on_bad_input, quiet_library_logs
+from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
 
 
 def _check_dataset(name: str) -> bool:
@@ -63,4 +63,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run_app(main)

@@ -220,10 +220,10 @@ def test_misspelt_config_flag_ends_the_launch_with_one_line(command_line, tmp_pa
   assert isinstance(exited.value.code, str)
   error, hint = exited.value.code.splitlines()
   assert error == "error: unknown config field 'lamm' Did you mean \"lam\" instead of \"lamm\"?"
-  assert hint == "Pass --helpshort to see the flags."
+  assert hint == "Pass --help to see the flags, --dry_run to see the config."
   assert not started and not (tmp_path / "config.json").exists()
 
 
 def test_unknown_config_name_lists_the_valid_ones():
-  with pytest.raises(ValueError, match="use mnist5k or mnist5k_to_uci"):
+  with pytest.raises(ValueError, match=r"use one of \['mnist5k', 'mnist5k_to_uci'\]"):
     digits.get_config("mnist")

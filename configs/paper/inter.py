@@ -20,7 +20,7 @@ import ml_collections
 from configs.paper import experiment
 
 
-def get_config(arg: str = "mnist5k-uci_digits") -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``SOURCE-TARGET[:ATTRIBUTE][,options]``: see the module docstring."""
   name, _, options = arg.partition(",")
   pair, _, attribute = name.partition(":")

@@ -22,7 +22,7 @@ import ml_collections
 from configs.paper import experiment
 
 
-def get_config(arg: str = "uci_digits") -> ml_collections.ConfigDict:
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
   """``DATASET[:ATTRIBUTE][,options]``: see the module docstring."""
   name, _, options = arg.partition(",")
   dataset, _, attribute = name.partition(":")

@@ -303,6 +303,11 @@ class ImageFolder(UserImages):
         faces.count_skipped(self.info.metadata, skipped)
       else:
         kept.append(entry)
+    if not kept:
+      reasons = ", ".join(f"{count} {reason}" for reason, count in
+                          sorted(self.info.metadata["skipped"].items()))
+      raise ValueError(f"0 of {len(entries)} images in {root} could be read ({reasons}). "
+                       "Check that the files are images Pillow can open (.png, .jpg, .bmp).")
     check_every_class_kept(names, entries, kept, root)
     self._set_class_names(names)
     label_of = {name: label for label, name in enumerate(names)}

@@ -77,4 +77,5 @@ def load_frozen_vgg(config: ml_collections.ConfigDict) -> tuple[ApplyFn, Any]:
   module = build_classifier(config.model)
   expected = param_shapes(module, tuple(config.model.input_shape))
   params = load_frozen_params(classifier_dir / "checkpoints", expected)
+  print(f"Frozen classifier: {classifier_dir} (config.classifier_dir).", flush=True)
   return make_apply_fn(module), params

@@ -1,4 +1,6 @@
 """Checking a config's schedules before anything is written."""
+import math
+
 import ml_collections
 
 from dfm import losses, optim, parallel, transform
@@ -21,6 +23,15 @@ def _check_rounds(config: ml_collections.ConfigDict) -> None:
                      f"{config.mft.dataset!r} differ; DFT+MFT fine-tunes both on one dataset.")
 
 
+def _check_finite(section: ml_collections.ConfigDict, name: str) -> None:
+  """Every number of the config (nested sections too) is finite: no NaN, no inf."""
+  for field, value in section.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      _check_finite(value, f"{name}.{field}")
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise ValueError(f"{name}.{field}={value} must be a finite number.")
+
+
 def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
   """Checks ``config.<section>`` (``train``, ``mft``, ``dft`` or ``dft_mft``) before
   anything is written.
@@ -38,7 +49,14 @@ def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
     check_schedule(config, "mft")
     _check_rounds(config)
     return
+  _check_finite(config, "config")
   schedule = config[section]
+  if config.get("eval_batch_size", 1) < 1:
+    raise ValueError(f"config.eval_batch_size must be a positive integer, got "
+                     f"{config.eval_batch_size}.")
+  if section == "dft" and not schedule.lam >= 0:
+    raise ValueError(f"config.dft.lam={schedule.lam} must be >= 0: it weighs the appearance "
+                     "term ||X - Z||^2, which a negative lam would reward.")
   for field in ("batch_size", "epochs", *(("updates_per_batch",) if section == "dft" else ())):
     if schedule[field] < 1:
       raise ValueError(f"config.{section}.{field} must be a positive integer, got {schedule[field]}.")
