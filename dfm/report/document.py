@@ -55,8 +55,10 @@ def write_report(workdir: Path, *, title: str, class_names: list[str], before: S
   """Writes ``report.md``, ``roc.png``, ``scores.png``, ``corrected.png`` into ``workdir``.
 
   ``appearance`` holds PSNR and SSIM between the test images and their perturbed
-  versions (``None`` when the images are not perturbed); ``has_noise`` links the
-  run's ``noise.png``. Returns the report's path.
+  versions, and ``"ssim_settings"``, the line of :func:`dfm.report.metrics.describe_ssim`
+  written under the table (``None`` when the images are not perturbed). A PSNR that
+  :func:`dfm.report.metrics.is_identical` reads ``"identical (N = 0)"``. ``has_noise``
+  links the run's ``noise.png``. Returns the report's path.
   """
   num_classes = len(class_names)
   rocs = {"before": roc_of(before, num_classes), "after": roc_of(after, num_classes)}
@@ -70,9 +72,15 @@ def write_report(workdir: Path, *, title: str, class_names: list[str], before: S
            f"| accuracy (%) | {accuracy['before']:.2f} | {accuracy['after']:.2f} |",
            f"| ROC AUC | {aucs['before']:.4f} | {aucs['after']:.4f} |"]
   if appearance:
-    lines += [f"| PSNR (dB), image vs perturbed | | {appearance['psnr_db']:.2f} |",
+    lines += [f"| PSNR (dB), image vs perturbed | | "
+              f"{metrics.format_psnr(appearance['psnr_db'], digits=2, unit='')} |",
               f"| SSIM, image vs perturbed ({appearance['ssim_images']} images) | | "
-              f"{appearance['ssim']:.4f} |"]
+              f"{appearance['ssim']:.4f} |", ""]
+    if metrics.is_identical(appearance["psnr_db"]):
+      lines += [f"PSNR: \"{metrics.IDENTICAL}\" means the perturbed images equal the originals "
+                f"up to float rounding (PSNR >= {metrics.IDENTICAL_PSNR_DB:.0f} dB, an RMS "
+                "difference of at most 1e-5; `metrics.json` keeps the number).", ""]
+    lines.append(appearance["ssim_settings"])
   for name, scores in (("Before", before), ("After", after)):
     lines += ["", f"## Confusion matrix, {name.lower()} (% of each true class)", "",
               _confusion_table(scores, class_names)]
@@ -81,10 +89,14 @@ def write_report(workdir: Path, *, title: str, class_names: list[str], before: S
     per_class = zip(class_names, rocs["before"][2], rocs["after"][2])
     lines += ["", "| class | AUC before | AUC after |", "|---|---|---|"]
     lines += [f"| {name} | {b:.4f} | {a:.4f} |" for name, b, a in per_class]
-  lines += ["", "## Score distributions", "", "![scores before and after](scores.png)"]
+  lines += ["", "## Score distributions", "",
+            "One panel per true class: the fraction of its test examples at each probability "
+            "of the true class, before (grey) and after (blue).", "",
+            "![scores before and after](scores.png)"]
   if has_noise:
     lines += ["", "## The learned noise", "",
-              "Grey is 0; white and black are the largest positive and negative values.", "",
+              "Resized to the images as the transform applies it. White is 0; red and blue "
+              "are the largest positive and negative values (see the colour bar).", "",
               "![noise](noise.png)"]
   lines += ["", "## Misclassified before, right after", ""]
   if len(samples.labels):

@@ -90,10 +90,12 @@ def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: s
   appearance = None
   if noise is not None:
     np.save(workdir / "noise.npy", noise)
-    figures.save_noise_png(noise, workdir / "noise.png")
+    figures.save_noise_png(noise, workdir / "noise.png", transform=transform,
+                           image_shape=images.shape[1:])
     count = min(SSIM_IMAGES, len(images))
     appearance = {"psnr_db": results["after"]["psnr_db"], "ssim_images": count,
-                  "ssim": metrics.mean_ssim(images[:count], perturbed[:count])}
+                  "ssim": metrics.mean_ssim(images[:count], perturbed[:count]),
+                  "ssim_settings": metrics.describe_ssim(images.shape[1:])}
     results["after"]["ssim"] = appearance["ssim"]
   head = {key: results.pop(key) for key in ("method", "dataset", "split")}
   results = {**head, **(extra() if extra is not None else {}), **results}
@@ -108,8 +110,14 @@ def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: s
 
 
 def _print_summary(results: dict[str, Any], workdir: Path) -> None:
+  """Prints the run's line: accuracy before -> after at its PSNR, or "perturbed images
+  identical (N = 0)" when :func:`dfm.report.metrics.is_identical`."""
   before, after = results["before"]["accuracy"], results["after"]["accuracy"]
-  psnr = f" at PSNR {results['after']['psnr_db']:.1f} dB" if "psnr_db" in results["after"] else ""
+  psnr = ""
+  if "psnr_db" in results["after"]:
+    value = results["after"]["psnr_db"]
+    psnr = (f", perturbed images {metrics.IDENTICAL}" if metrics.is_identical(value)
+            else f" at PSNR {metrics.format_psnr(value)}")
   val = results["val"]
   print(f"{METHOD_TITLES[results['method']]} on {results['dataset']} test: accuracy "
         f"{100 * before:.1f}% -> {100 * after:.1f}% ({100 * (after - before):+.1f} points){psnr}; "
