@@ -39,18 +39,39 @@ def quiet_library_logs() -> None:
 
 
 BAD_INPUT = (ValueError, FileNotFoundError, FloatingPointError)
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for Ctrl-C.
 
 
 def exit_on_bad_input(work: Callable[[], Any]) -> Any:
-  """Runs ``work()``; bad input ends the process with its message alone (exit 1).
+  """Runs ``work()``; bad input, a full disk or Ctrl-C end the process with one line.
 
   Bad input (ValueError, FileNotFoundError, FloatingPointError) already names the
-  problem and the fix, so a traceback would only bury it.
+  problem and the fix, so a traceback would only bury it: ``error: <message>``,
+  exit 1. A full disk (OSError ENOSPC or EDQUOT) is ``error: <message>`` too, exit
+  1. Ctrl-C prints the interrupt's message alone, e.g. ``interrupted at batch 3 of
+  5; saved; rerun the same command to resume`` (:class:`dfm.run.loop.Interrupted`),
+  exit 130.
+
+  Example::
+
+    exit_on_bad_input(lambda: methods.dft(config, workdir))
   """
+  import errno  # pylint: disable=import-outside-toplevel  (keeps this change to this function)
   try:
     return work()
   except BAD_INPUT as error:
     sys.exit(f"error: {error}")
+  except OSError as error:
+    if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    where = f" writing {error.filename}" if error.filename else ""
+    fix = "" if "rerun" in error.strerror else (
+        ": free some space (or pass a --workdir on a larger disk) and rerun the same command")
+    sys.exit(f"error: {error.strerror}{where}{fix}")
+  except KeyboardInterrupt as error:
+    print(str(error) or "interrupted; rerun the same command to resume", file=sys.stderr,
+          flush=True)
+    sys.exit(INTERRUPTED_STATUS)
 
 
 def _unquoted(text: str) -> str:

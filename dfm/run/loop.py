@@ -4,10 +4,17 @@ What is updated (the DFT noise, or the classifier's weights) is the caller's
 ``update(state, batch) -> (state, metrics)``; this loop only orchestrates it over a
 checkpointable batch iterator, so an interrupted run resumes exactly. It owns the
 phase's log (``metrics.jsonl``, one record per log) and returns its records.
+
+Ctrl-C ends the run at the end of the batch in progress (a second Ctrl-C at once),
+with a checkpoint of the last finished batch: :class:`Interrupted` says so.
 """
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +26,15 @@ from dfm.run import checkpoint
 
 Update = Callable[[Any, dict], tuple[Any, dict]]
 Record = dict[str, Any]
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C (a KeyboardInterrupt) in :func:`run_loop`, after the last finished batch
+  was checkpointed; ``str()`` is the line to show, e.g.
+  ``interrupted at batch 3 of 5; saved; rerun the same command to resume``.
+
+  It keeps the attributes the KeyboardInterrupt carried (e.g. a query ledger).
+  """
 
 
 def is_due(done: int, every: int, total: int) -> bool:
@@ -47,14 +63,13 @@ def _records_up_to(log_file: Path, done: int) -> list[Record]:
 
 
 def _resume(state: Any, batches: Any, mngr: ocp.CheckpointManager) -> tuple[Any, int | None]:
-  """The latest checkpoint's state and batch count (the data position restored too);
-  ``None`` batches when there is no checkpoint."""
+  """The latest readable checkpoint's state and batch count (the data position
+  restored too); ``None`` batches when there is none."""
   restored = checkpoint.restore_latest(mngr, state)
   if restored is None:
     return state, None
-  state, data_state = restored
+  done, state, data_state = restored
   batches.set_state(data_state)
-  done = mngr.latest_step()
   if done:
     print(f"Resumed from the checkpoint after batch {done}.", flush=True)
   return state, done
@@ -72,6 +87,82 @@ def _log_line(done: int, total: int, metrics: dict[str, float], started: float, 
   shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
   print(f"batch {done}/{total} {shown} eta {record['eta_s']:.0f}s", flush=True)
   return record
+
+
+def _after_batch(state: Any, metrics: dict, done: int, records: list[Record], *,
+                 mngr: ocp.CheckpointManager, batches: Any, total: int,
+                 cadence: tuple[int, int], log_file: Path,
+                 on_batches_done: Callable[[Any, int], tuple[Any, dict]] | None,
+                 clock: tuple[float, int]) -> Any:
+  """Logs and checkpoints batch ``done`` when due; returns the state."""
+  checkpoint_every, log_every = cadence
+  log_now = is_due(done, log_every, total)
+  save_now = is_due(done, checkpoint_every, total)
+  if log_now or save_now:
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    _check_finite(values, done)
+  if log_now:
+    if on_batches_done is not None:
+      state, extra = on_batches_done(state, done)
+      values.update(extra)
+    records.append(_log_line(done, total, values, *clock))
+    _append(log_file, records[-1])
+  if save_now:
+    checkpoint.save(mngr, done, state, batches.get_state())
+  return state
+
+
+@contextlib.contextmanager
+def _ctrl_c_between_batches() -> Iterator[list[bool]]:
+  """Yields a list that a first Ctrl-C appends to (the loop stops at the end of the
+  batch, whose donated state would otherwise be lost); a second Ctrl-C raises
+  KeyboardInterrupt at once. Off the main thread, or under another SIGINT handler
+  than Python's, Ctrl-C raises as usual."""
+  pending: list[bool] = []
+  if (threading.current_thread() is not threading.main_thread()
+      or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    yield pending
+    return
+
+  def handler(signum, frame):
+    if pending:
+      signal.default_int_handler(signum, frame)
+    pending.append(True)
+
+  previous = signal.signal(signal.SIGINT, handler)
+  try:
+    yield pending
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def _is_intact(state: Any) -> bool:
+  """False if a step consumed (donated) any of the state's arrays."""
+  return not any(isinstance(leaf, jax.Array) and leaf.is_deleted()
+                 for leaf in jax.tree.leaves(state))
+
+
+def _interrupted(mngr: ocp.CheckpointManager, last: tuple[int, Any, dict], total: int,
+                 error: KeyboardInterrupt) -> Interrupted:
+  """Checkpoints ``last = (done, state, data_state)``, the last finished batch, unless
+  saved already; the :class:`Interrupted` to raise says which."""
+  done, state, data_state = last
+  with contextlib.suppress(Exception):
+    mngr.wait_until_finished()  # A save the Ctrl-C cut short.
+  mngr.reload()
+  saved = mngr.latest_step() == done
+  if not saved and _is_intact(state):
+    with contextlib.suppress(Exception):
+      checkpoint.save(mngr, done, state, data_state)
+      saved = True
+  latest = mngr.latest_step()
+  outcome = "saved" if saved else (
+      f"not saved (the batch in progress had consumed the state), last checkpoint "
+      f"{'none' if latest is None else f'after batch {latest}'}")
+  interrupted = Interrupted(
+      f"interrupted at batch {done} of {total}; {outcome}; rerun the same command to resume")
+  interrupted.__dict__.update(vars(error))
+  return interrupted
 
 
 def run_loop(
@@ -111,6 +202,10 @@ def run_loop(
 
   Returns:
     The final state and the phase's log records, earlier runs' included.
+
+  Raises:
+    Interrupted: Ctrl-C (any KeyboardInterrupt in the loop), after a checkpoint of
+      the last finished batch; the same call again resumes from it.
   """
   state, restored = _resume(state, batches, mngr)
   done = restored or 0
@@ -125,24 +220,25 @@ def run_loop(
   elif on_resume is not None:
     state = on_resume(state, done)
   first, started = done, time.perf_counter()
-  while done < total_batches:
-    if stop_when is not None and stop_when(state, done):
-      if mngr.latest_step() != done:
-        checkpoint.save(mngr, done, state, batches.get_state())
-      break
-    state, metrics = update(state, next(batches))
-    done += 1
-    log_now = is_due(done, log_every, total_batches)
-    save_now = is_due(done, checkpoint_every, total_batches)
-    if log_now or save_now:
-      values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      _check_finite(values, done)
-    if log_now:
-      if on_batches_done is not None:
-        state, extra = on_batches_done(state, done)
-        values.update(extra)
-      records.append(_log_line(done, total_batches, values, started, first))
-      _append(log_file, records[-1])
-    if save_now:
-      checkpoint.save(mngr, done, state, batches.get_state())
+  last = (done, state, batches.get_state())
+  try:
+    with _ctrl_c_between_batches() as ctrl_c:
+      while done < total_batches:
+        if ctrl_c:
+          raise KeyboardInterrupt
+        if stop_when is not None and stop_when(state, done):
+          if mngr.latest_step() != done:
+            checkpoint.save(mngr, done, state, batches.get_state())
+          break
+        state, metrics = update(state, next(batches))
+        done += 1
+        state = _after_batch(state, metrics, done, records, mngr=mngr, batches=batches,
+                             total=total_batches, cadence=(checkpoint_every, log_every),
+                             log_file=log_file, on_batches_done=on_batches_done,
+                             clock=(started, first))
+        last = (done, state, batches.get_state())
+      if ctrl_c:  # Pressed during the last batch: the run stops here all the same.
+        raise KeyboardInterrupt
+  except KeyboardInterrupt as error:
+    raise _interrupted(mngr, last, total_batches, error) from error
   return state, records

@@ -1,0 +1,200 @@
+"""Checkpoints that go wrong: a corrupt latest step, Ctrl-C, a full disk."""
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfm.run import checkpoint, loop, methods
+from experiments import cli
+from tests.test_experiments import (REPO, _dft_config, _interrupt_after, _Interrupted,  # noqa: F401
+                                    classifier_dir, dft_run)
+
+
+def _interrupted_run(config, workdir: Path, monkeypatch, batches: int = 3) -> Path:
+  """``workdir`` of a DFT run stopped after ``batches`` batches; returns its checkpoints."""
+  with monkeypatch.context() as patch:
+    patch.setattr(loop, "run_loop", _interrupt_after(batches, loop.run_loop))
+    with pytest.raises(_Interrupted):
+      methods.dft(config, str(workdir))
+  return workdir / "checkpoints"
+
+
+def _truncate(step: Path) -> None:
+  data = max((step / "state").rglob("d/*"), key=lambda path: path.stat().st_size)
+  data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+
+
+def _scribble(step: Path) -> None:
+  for data in (step / "state").rglob("d/*"):
+    data.write_bytes(bytes(255 - b for b in data.read_bytes()))
+
+
+def _scribble_json(name: str):
+  def scribble(step: Path) -> None:
+    text = (step / name).read_text()
+    (step / name).write_text(text[:10] + "\x01" + text[11:])  # Line 1, column 11.
+  return scribble
+
+
+DAMAGE = {
+    "truncated_array": _truncate,
+    "scribbled_array": _scribble,
+    "missing_data_item": lambda step: shutil.rmtree(step / "data"),
+    "scribbled_state_metadata": _scribble_json("state/_METADATA"),
+    "scribbled_data_position": _scribble_json("data/metadata"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_corrupt_latest_checkpoint_is_moved_aside_and_the_previous_one_resumed(
+    data_dir, classifier_dir, dft_run, tmp_path, monkeypatch, capsys, damage):
+  straight, _ = dft_run
+  config = _dft_config(data_dir, classifier_dir)
+  checkpoints = _interrupted_run(config, tmp_path / "run", monkeypatch)
+  assert sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) == [2, 3]
+  before = sorted(p.relative_to(checkpoints / "3") for p in (checkpoints / "3").rglob("*"))
+  DAMAGE[damage](checkpoints / "3")
+  capsys.readouterr()
+  methods.dft(config, str(tmp_path / "run"))
+  lines = [line for line in capsys.readouterr().out.splitlines() if "unreadable" in line]
+  assert len(lines) == 1
+  assert lines[0].startswith(f"Checkpoint 3 in {checkpoints} is unreadable (")
+  assert lines[0].endswith(f"); moved to {checkpoints / 'corrupt' / '3'}; resuming from checkpoint 2.")
+  kept = sorted(p.relative_to(checkpoints / "corrupt" / "3")
+                for p in (checkpoints / "corrupt" / "3").rglob("*"))
+  assert kept == [p for p in before if damage != "missing_data_item" or p.parts[0] != "data"]
+  np.testing.assert_array_equal(np.load(tmp_path / "run" / "noise.npy"),
+                                np.load(straight / "noise.npy"))
+
+
+def test_every_checkpoint_corrupt_starts_from_scratch_and_keeps_them_all(
+    data_dir, classifier_dir, dft_run, tmp_path, monkeypatch, capsys):
+  straight, _ = dft_run
+  config = _dft_config(data_dir, classifier_dir)
+  checkpoints = _interrupted_run(config, tmp_path / "run", monkeypatch)
+  shutil.copytree(checkpoints / "3", checkpoints / "corrupt" / "3")  # From an earlier mishap.
+  for step in (2, 3):
+    _truncate(checkpoints / str(step))
+  capsys.readouterr()
+  methods.dft(config, str(tmp_path / "run"))
+  lines = [line for line in capsys.readouterr().out.splitlines() if "unreadable" in line]
+  assert [line.split(" is unreadable")[0] for line in lines] == [
+      f"Checkpoint 3 in {checkpoints}", f"Checkpoint 2 in {checkpoints}"]
+  assert lines[0].endswith(f"moved to {checkpoints / 'corrupt' / '3-2'}; starting from scratch.")
+  assert sorted(p.name for p in (checkpoints / "corrupt").iterdir()) == ["2", "3", "3-2"]
+  np.testing.assert_array_equal(np.load(tmp_path / "run" / "noise.npy"),
+                                np.load(straight / "noise.npy"))
+
+
+def test_ctrl_c_in_the_loop_saves_the_last_finished_batch(data_dir, classifier_dir, dft_run,
+                                                         tmp_path, monkeypatch):
+  straight, _ = dft_run
+  config = _dft_config(data_dir, classifier_dir)
+  with config.unlocked():
+    config.checkpoint_every = 2 * config.dft.updates_per_batch  # Checkpoints 2 and 4.
+  run_loop, calls = loop.run_loop, [0]
+
+  def ctrl_c_before_batch_four(state, batches, update, **kwargs):
+    def pressed(state, batch):
+      calls[0] += 1
+      if calls[0] == 4:
+        raise KeyboardInterrupt
+      return update(state, batch)
+    return run_loop(state, batches, pressed, **kwargs)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(loop, "run_loop", ctrl_c_before_batch_four)
+    with pytest.raises(loop.Interrupted) as interrupted:
+      methods.dft(config, str(tmp_path / "run"))
+  assert str(interrupted.value) == \
+      "interrupted at batch 3 of 5; saved; rerun the same command to resume"
+  assert isinstance(interrupted.value, KeyboardInterrupt)
+  assert checkpoint.manager(tmp_path / "run" / "checkpoints").latest_step() == 3
+  methods.dft(config, str(tmp_path / "run"))
+  np.testing.assert_array_equal(np.load(tmp_path / "run" / "noise.npy"),
+                                np.load(straight / "noise.npy"))
+
+
+def _dft_command(data_dir: str, classifier_dir: str, workdir: Path, epochs: int) -> list[str]:
+  return [sys.executable, "-m", "experiments.dft",
+          "--config=configs/digits.py:mnist5k_to_uci,runlocal", f"--workdir={workdir}",
+          f"--config.data_dir={data_dir}", f"--config.classifier_dir={classifier_dir}",
+          f"--config.dft.epochs={epochs}"]
+
+
+def test_ctrl_c_on_the_command_line_saves_and_the_rerun_resumes(data_dir, classifier_dir,
+                                                                tmp_path):
+  epochs = 8  # 40 batches: time to press Ctrl-C after the first checkpoint.
+  straight = _dft_command(data_dir, classifier_dir, tmp_path / "straight", epochs)
+  subprocess.run(straight, cwd=REPO, capture_output=True, check=True, timeout=300)  # 1 device.
+  command = _dft_command(data_dir, classifier_dir, tmp_path / "run", epochs)
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+  for line in process.stdout:
+    if line.startswith("batch 2/40"):  # Checkpointed every batch.
+      break
+  process.send_signal(signal.SIGINT)
+  stdout, stderr = process.communicate(timeout=120)
+  assert process.returncode == 130, stderr
+  assert "Traceback" not in stderr
+  last = stderr.strip().splitlines()[-1]
+  assert last.startswith("interrupted at batch ") and last.endswith(
+      " of 40; saved; rerun the same command to resume"), stderr
+  done = int(last.split()[3])
+  assert done < 40, stdout
+  assert checkpoint.manager(tmp_path / "run" / "checkpoints").latest_step() == done
+  rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr
+  assert f"Resumed from the checkpoint after batch {done}." in rerun.stdout
+  np.testing.assert_array_equal(np.load(tmp_path / "run" / "noise.npy"),
+                                np.load(tmp_path / "straight" / "noise.npy"))
+
+
+def _can_mount_a_tmpfs() -> bool:
+  if shutil.which("unshare") is None:
+    return False
+  probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
+                         capture_output=True, check=False)
+  return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_a_tmpfs(),
+                    reason="needs `unshare -rm` to mount a small tmpfs as a full disk")
+def test_full_disk_ends_the_command_with_one_line(data_dir, classifier_dir, tmp_path):
+  workdir = tmp_path / "disk"
+  workdir.mkdir()
+  command = " ".join(_dft_command(data_dir, classifier_dir, workdir / "run", epochs=1))
+  started = time.monotonic()
+  result = subprocess.run(
+      ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=100k tmpfs {workdir} && {command}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1, result.stderr
+  assert result.stderr.strip().splitlines() == [
+      f"error: No space left on device to save checkpoint 2 in {workdir / 'run' / 'checkpoints'}: "
+      "free some space (or pass a --workdir on a larger disk) and rerun the same command; it "
+      "resumes from the last checkpoint"], result.stderr
+  assert time.monotonic() - started < 300
+
+
+def test_disk_full_outside_a_checkpoint_is_one_line_too():
+  def write():
+    raise OSError(28, "No space left on device", "/runs/x/metrics.jsonl")
+
+  with pytest.raises(SystemExit) as exited:
+    cli.exit_on_bad_input(write)
+  assert exited.value.code == (
+      "error: No space left on device writing /runs/x/metrics.jsonl: free some space (or pass "
+      "a --workdir on a larger disk) and rerun the same command")
+
+
+def test_other_os_errors_keep_their_traceback():
+  def fail():
+    raise PermissionError(13, "Permission denied", "/runs/x")
+
+  with pytest.raises(PermissionError):
+    cli.exit_on_bad_input(fail)
