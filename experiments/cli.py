@@ -1,5 +1,6 @@
 """What every config-driven entrypoint shares: its flags and clear bad-input errors."""
 import ast
+import errno
 import logging as std_logging
 import sys
 from collections.abc import Callable
@@ -56,7 +57,6 @@ def exit_on_bad_input(work: Callable[[], Any]) -> Any:
 
     exit_on_bad_input(lambda: methods.dft(config, workdir))
   """
-  import errno  # pylint: disable=import-outside-toplevel  (keeps this change to this function)
   try:
     return work()
   except BAD_INPUT as error:

@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -45,20 +46,35 @@ def _library_logs_muted() -> Iterator[None]:
     logger.setLevel(level)
 
 
+def _is_closed_loop(error: BaseException | None) -> bool:
+  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def _mute_closed_loop_reports() -> None:
+  """Orbax's futures and threads report a closed event loop (one traceback each) when
+  a save fails or the process ends after one; the error raised says it all. Only
+  that report is dropped (idempotent); every other error still reaches its hook."""
+  if getattr(sys.unraisablehook, "drops_closed_loop", False):
+    return
+  unraisable_hook, thread_hook = sys.unraisablehook, threading.excepthook
+
+  def quiet_unraisable(unraisable: Any) -> None:
+    if not _is_closed_loop(unraisable.exc_value):
+      unraisable_hook(unraisable)
+
+  def quiet_thread(args: Any) -> None:
+    if not _is_closed_loop(args.exc_value):
+      thread_hook(args)
+
+  quiet_unraisable.drops_closed_loop = True
+  sys.unraisablehook, threading.excepthook = quiet_unraisable, quiet_thread
+
+
 def _mute_orphaned_save() -> None:
-  """After a failed save, orbax's leftover futures report the closed event loop as
-  the process ends (one traceback each), and its threads still log theirs; the
-  error raised already says it all. Other libraries' logs are kept."""
+  """After a failed save, orbax's leftover threads still log; other libraries' logs
+  are kept."""
   logging.getLogger("asyncio").setLevel(logging.CRITICAL)
   logging.getLogger("absl").addFilter(lambda record: "orbax" not in record.pathname)
-  hook = sys.unraisablehook  # Tensorstore's callbacks report theirs as unraisable.
-
-  def quiet(unraisable: Any) -> None:
-    error = unraisable.exc_value
-    if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
-      hook(unraisable)
-
-  sys.unraisablehook = quiet
 
 
 def _is_disk_full(error: BaseException) -> bool:
@@ -77,6 +93,7 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, data_state: dict) -
 
     save(manager(run_dir / "checkpoints"), 8, state, batches.get_state())
   """
+  _mute_closed_loop_reports()
   with _library_logs_muted():
     try:
       mngr.save(step, args=ocp.args.Composite(
