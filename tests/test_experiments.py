@@ -169,6 +169,9 @@ def test_unfinished_classifier_is_refused(data_dir, classifier_dir, tmp_path):
     ("updates_per_batch", 0, "updates_per_batch must be a positive integer"),
     ("lr", -1.0, "lr must be positive"),
     ("transform", "tahn", "config.dft.transform='tahn' is not one of"),
+    ("lam", -1.0, r"config.dft.lam=-1.0 must be >= 0"),
+    ("lam", float("nan"), r"config.dft.lam=nan must be a finite number"),
+    ("lr", float("inf"), r"config.dft.lr=inf must be a finite number"),
 ])
 def test_bad_schedule_is_refused_before_the_workdir_is_claimed(
     data_dir, classifier_dir, tmp_path, field, value, message):
