@@ -13,7 +13,7 @@ port. The only line on stdout says where it serves:
 
 What a request may cost is bounded (dfm/black_box/local_server.py): the key is checked
 and the body's size against ``--max_batch`` images before any body is read (401, 413),
-a body must arrive within ``--read_timeout_s`` (408), connections past
+headers and then the body must each arrive within ``--read_timeout_s`` (408), connections past
 ``--max_concurrent`` get 503, and requests past the token bucket of
 ``--max_requests_per_s`` (``--burst`` at once) get 429; ``Retry-After`` is whole seconds.
 A file that is not ONNX ends with one line, ``error: ... is not an ONNX model (...)``.
@@ -48,7 +48,7 @@ _MAX_BATCH = flags.DEFINE_integer("max_batch", 256, "Most images in one request;
 _MAX_CONCURRENT = flags.DEFINE_integer("max_concurrent", 8, "Most connections served at once; "
                                        "more get 503 with Retry-After.", lower_bound=1)
 _READ_TIMEOUT_S = flags.DEFINE_float("read_timeout_s", 30.0, "Seconds a request's headers, and "
-                                     "then its body, may take to arrive (else 408, closed).",
+                                     "then its body, may each take to arrive (else closed).",
                                      lower_bound=0.001)
 _DECLARE_METADATA = flags.DEFINE_bool("declare_metadata", True, "Name the inputs and outputs in "
                                       "the model metadata; false answers [] for both, as "

@@ -505,8 +505,12 @@ def test_a_body_over_the_cap_is_refused_with_413_before_it_is_read(serve):
 
 def test_a_batch_over_max_batch_is_refused_before_decoding(serve, connect, monkeypatch):
   decoded = []
-  monkeypatch.setattr(served_model, "decode_tensor",
-                      lambda *args, **kwargs: decoded.append(args) or decode_tensor(*args, **kwargs))
+
+  def recorded(entry, **kwargs):
+    decoded.append(entry)
+    return decode_tensor(entry, **kwargs)
+
+  monkeypatch.setattr(served_model, "decode_tensor", recorded)
   server = serve(max_batch=4)
   body = json.dumps({"inputs": [{"name": "images", "shape": [5, 3, 4, 4], "datatype": "FP32",
                                  "data": [0] * 240}]}).encode()  # Short numbers: under the cap.
@@ -541,6 +545,24 @@ def test_a_stalled_upload_is_answered_408_and_closed_after_the_read_timeout(serv
   start = time.monotonic()
   silent = socket.create_connection(server.server_address[:2], timeout=10)
   assert _answer(silent) == b"" and time.monotonic() - start < 5  # Closed, no request sent.
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_read_timeout(serve):
+  server = serve(read_timeout_s=0.5)
+  connection = _open(server, "GET /v2/health/ready HTTP/1.1")  # Then a header line each 0.1 s,
+  connection.setblocking(False)  # each well within the 0.5 s a read may take.
+  start, cut = time.monotonic(), False
+  while time.monotonic() - start < 5 and not cut:
+    try:
+      connection.sendall(b"X-Drip: 1\r\n")
+      cut = connection.recv(1) == b""
+    except BlockingIOError:
+      pass
+    except OSError:
+      cut = True
+    time.sleep(0.1)
+  connection.close()
+  assert cut and time.monotonic() - start < 2
 
 
 def test_connections_past_max_concurrent_get_503_with_retry_after(serve):

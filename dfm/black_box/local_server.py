@@ -19,8 +19,8 @@ What it admits, in this order, so that a hostile client costs little:
   ``max_batch`` images of the model's input as JSON numbers (411 without one, 413 past it);
 - with ``max_requests_per_s`` a token bucket (``burst`` tokens at most, full at start)
   answers 429 when empty, ``Retry-After`` in whole seconds (rounded up, at least 1);
-- the body must arrive within ``read_timeout_s`` (so must each request line and header),
-  else 408 and the connection is closed;
+- the request line and headers must arrive within ``read_timeout_s`` (else the
+  connection is closed), then the body within as long again (else 408, and closed);
 - a batch over ``max_batch`` images is refused with 413 before any number is decoded;
   the numbers are decoded straight into the model's float32 (or float64).
 
@@ -237,6 +237,30 @@ class _Handler(http.server.BaseHTTPRequestHandler):
   def setup(self) -> None:
     self.timeout = self.server.read_timeout_s  # Every read on the socket, headers too.
     super().setup()
+
+  def handle_one_request(self) -> None:
+    """One request, whose request line and headers must all arrive within
+    ``read_timeout_s`` (a watchdog cuts a client that sends them a byte at a time)."""
+    self._watchdog = threading.Timer(self.server.read_timeout_s, self._cut_off)
+    self._watchdog.daemon = True
+    self._watchdog.start()
+    try:
+      super().handle_one_request()
+    finally:
+      self._watchdog.cancel()
+
+  def parse_request(self) -> bool:
+    admitted = super().parse_request()  # The headers are in: the body has its own deadline.
+    self._watchdog.cancel()
+    return admitted
+
+  def _cut_off(self) -> None:
+    logging.warning("%s sent no complete request within read_timeout_s; closing.",
+                    self.client_address[0])
+    try:
+      self.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+      pass
 
   def log_message(self, format: str, *args: Any) -> None:  # pylint: disable=redefined-builtin
     """One INFO line per request: the client, the request line and the status, no headers."""
