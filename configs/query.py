@@ -60,6 +60,9 @@ def black_box(name: str, via: str, top_k: int) -> ml_collections.ConfigDict:
       "classes_name": "",  # A model answering only its top k: the output naming their classes.
       # HTTP (KServe V2 / Open Inference Protocol).
       "url": "http://127.0.0.1:8500", "model_name": "gender-v1", "api_key_env": "",
+      # Send the key over plain http:// to a host other than this machine (False: refused;
+      # use https://).
+      "allow_plain_http_key": False,
       "check_metadata": True,  # check the server's model metadata on load (False: the replies)
       "batch_size": 256, "timeout_s": 30.0, "max_retries": 5, "backoff_s": 0.5,
       "max_backoff_s": 30.0,

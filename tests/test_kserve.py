@@ -12,19 +12,25 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dfm.black_box import local_server, server_limits
+from configs import query as query_configs
+from dfm.black_box import local_server, served_model, server_limits
 from dfm.black_box.base import Spent, spent_of
-from dfm.black_box.http_client import BlackBoxUnavailable, HttpBlackBox, retry_after_s
+from dfm.black_box.factory import from_config
+from dfm.black_box.http_client import (BlackBoxUnavailable, HttpBlackBox, is_loopback,
+                                       retry_after_s)
 from dfm.models.input_spec import InputSpec
 from dfm.black_box.onnx_file import open_session
 from dfm.black_box.protocol import decode_tensor, loads_strict
@@ -134,13 +140,13 @@ def test_a_retried_request_among_several_is_one_failure(serve, connect, sleeps):
   assert sleeps == [0.01] and server.requests_answered == 2
 
 
-@pytest.mark.parametrize("retry_after", [0.02, 5.0])
-def test_429_waits_retry_after_in_full(serve, connect, sleeps, retry_after):
+@pytest.mark.parametrize("retry_after, header", [(0.02, 1.0), (2.5, 3.0), (5.0, 5.0)])
+def test_429_waits_retry_after_in_full(serve, connect, sleeps, retry_after, header):
   server = serve(faults=["429"])
-  server.fault_retry_after_s = retry_after
+  server.fault_retry_after_s = retry_after  # Sent in whole seconds, rounded up.
   reply = connect(server).score(_images(2))
   assert reply.probabilities.shape == (2, 2)
-  assert sleeps == [retry_after]  # Not capped at max_backoff_s=0.025.
+  assert sleeps == [header]  # Not capped at max_backoff_s=0.025.
   assert reply.spent == Spent(calls=1, images=2, failures=1)
 
 
@@ -245,12 +251,13 @@ def test_the_rate_limit_answers_429_and_the_client_waits(serve, connect, monkeyp
   url = f"{server.url}/v2/models/tiny"
   assert _get(url)[0] == 200
   status, headers, body = _get(url)
-  assert status == 429 and "error" in body and float(headers["Retry-After"]) == 0.5
+  # A token in 0.5 s, but HTTP's Retry-After is whole seconds: rounded up.
+  assert status == 429 and "error" in body and headers["Retry-After"] == "1"
 
   # Loading and each of the two requests find no token, wait its Retry-After, then pass.
   model = connect(server, batch_size=1, max_retries=5, max_backoff_s=0.025, sleep=clock.sleep)
   assert model.score(_images(2)).spent == Spent(calls=2, images=2, failures=2)
-  assert clock.slept == [0.5, 0.5, 0.5]  # Retry-After in full, not the 0.025 s backoff.
+  assert clock.slept == [1.0, 1.0, 1.0]  # Retry-After in full, not the 0.025 s backoff.
 
 
 @pytest.mark.parametrize("overrides, field", [
@@ -387,8 +394,8 @@ def test_protocol_helpers():
       loads_strict(f'{{"data": [{token}]}}', source="test")
   assert decode_tensor({"name": "p", "shape": [1, 2], "datatype": "FP64", "data": [1, 0.5]},
                        shape=(None, 2), source="test").tolist() == [[1.0, 0.5]]
-  assert [retry_after_s(v) for v in ("2", "0.25", None, "Wed, 21 Oct 2015 07:28:00 GMT")] == [
-      2.0, 0.25, None, None]
+  assert [retry_after_s(v) for v in ("2", "0.25", None, "Wed, 21 Oct 2015 07:28:00 GMT",
+                                     "inf", "nan")] == [2.0, 0.25, None, None, None, None]
 
 
 def test_the_http_client_needs_neither_onnx_nor_onnxruntime():
@@ -423,3 +430,278 @@ def test_serve_model_entrypoint_answers_health(onnx_path):
     process.wait(timeout=10)
     process.stdout.close()
     process.stderr.close()
+
+
+# What a hostile client costs: each test speaks raw HTTP to a real server on 127.0.0.1.
+
+def _open(server, head: str, body: bytes = b"") -> "socket.socket":
+  """A connection that has sent ``head`` (request line and headers) and ``body``, no more."""
+  connection = socket.create_connection(server.server_address[:2], timeout=10)
+  connection.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+  return connection
+
+
+def _upload_head(length: int, key: str | None = None, path: str = "/v2/models/tiny/infer") -> str:
+  auth = f"Authorization: Bearer {key}\n" if key else ""
+  return (f"POST {path} HTTP/1.1\nHost: x\nContent-Type: application/json\n{auth}"
+          f"Content-Length: {length}\n")
+
+
+def _answer(connection: "socket.socket") -> bytes:
+  """Everything the server sends until it closes the connection (or 10 s pass)."""
+  chunks = []
+  try:
+    while chunk := connection.recv(65536):
+      chunks.append(chunk)
+  except (TimeoutError, ConnectionResetError):
+    pass
+  finally:
+    connection.close()
+  return b"".join(chunks)
+
+
+def _status(answer: bytes) -> int:
+  return int(answer.split(b" ", 2)[1]) if answer else 0
+
+
+def _headers_and_error(answer: bytes) -> tuple[str, str]:
+  head, _, body = answer.partition(b"\r\n\r\n")
+  return head.decode("latin-1"), json.loads(body)["error"]
+
+
+def test_the_key_is_checked_before_any_body_is_read(serve):
+  server = serve(api_key=SECRET)
+  start = time.monotonic()
+  answer = _answer(_open(server, _upload_head(10_000)))  # The body is never sent.
+  head, error = _headers_and_error(answer)
+  assert _status(answer) == 401 and "Authorization: Bearer KEY" in error
+  assert "Connection: close" in head and time.monotonic() - start < 5  # Not the 30 s timeout.
+
+
+def test_stalled_unauthenticated_uploads_are_answered_at_once_and_hold_no_thread(
+    serve, connect, monkeypatch):
+  server = serve(api_key=SECRET)  # max_concurrent=8, read_timeout_s=30 by default.
+  start = time.monotonic()
+  stalled = [_open(server, _upload_head(server.max_body_bytes), b'{"inputs": [')
+             for _ in range(20)]
+  statuses = [_status(_answer(connection)) for connection in stalled]
+  assert set(statuses) <= {401, 503} and 401 in statuses
+  assert time.monotonic() - start < 10  # 401 at once, the rest discarded for <= 1 s each.
+  monkeypatch.setenv(KEY_ENV, SECRET)
+  assert connect(server, api_key_env=KEY_ENV).score(_images(2)).spent == Spent(calls=1, images=2)
+
+
+def test_a_body_over_the_cap_is_refused_with_413_before_it_is_read(serve):
+  server = serve(api_key=SECRET, max_batch=4)
+  assert server.max_body_bytes == server_limits.body_cap([[3, 4, 4]], 4) == 4 * 48 * 32 + 65536
+  answer = _answer(_open(server, _upload_head(server.max_body_bytes + 1, SECRET)))
+  _, error = _headers_and_error(answer)
+  assert _status(answer) == 413
+  assert error == (f"The body is over this server's limit of {server.max_body_bytes} bytes "
+                   "(max_batch=4 images of the model's input); send fewer images per request.")
+  unauthenticated = _answer(_open(server, _upload_head(10**9)))
+  assert _status(unauthenticated) == 401  # The key first, then the size.
+
+
+def test_a_batch_over_max_batch_is_refused_before_decoding(serve, connect, monkeypatch):
+  decoded = []
+
+  def recorded(entry, **kwargs):
+    decoded.append(entry)
+    return decode_tensor(entry, **kwargs)
+
+  monkeypatch.setattr(served_model, "decode_tensor", recorded)
+  server = serve(max_batch=4)
+  body = json.dumps({"inputs": [{"name": "images", "shape": [5, 3, 4, 4], "datatype": "FP32",
+                                 "data": [0] * 240}]}).encode()  # Short numbers: under the cap.
+  assert len(body) < server.max_body_bytes
+  answer = _answer(_open(server, _upload_head(len(body)) + "Connection: close\n", body))
+  assert _status(answer) == 413 and decoded == []
+  assert _headers_and_error(answer)[1] == ("The request holds more than this server's "
+                                           "max_batch=4 images; send at most 4 per request.")
+  with pytest.raises(ValueError, match=r"HTTP 413 .*max_batch=4.*lower config\.black_box\."
+                     r"batch_size"):
+    connect(server, batch_size=5).score(_images(5))
+  assert decoded == []
+  assert connect(server, batch_size=4).score(_images(5)).spent == Spent(calls=2, images=5)
+  assert len(decoded) == 2  # Batches within max_batch are decoded.
+
+
+def test_the_client_reads_a_413_sent_before_its_body_was_read(serve, connect, sleeps):
+  server = serve(max_batch=1)
+  model = connect(server, batch_size=10_000, check_metadata=False)  # ~10 MB: the send breaks.
+  with pytest.raises(ValueError, match=r"HTTP 413 .*max_batch=1 images.*lower "
+                     r"config\.black_box\.batch_size") as error:
+    model.score(_images(10_000))
+  assert spent_of(error.value) == Spent(failures=1) and sleeps == []
+
+
+def test_a_stalled_upload_is_answered_408_and_closed_after_the_read_timeout(serve):
+  server = serve(read_timeout_s=0.5)
+  start = time.monotonic()
+  answer = _answer(_open(server, _upload_head(1000), b'{"inputs": ['))
+  assert _status(answer) == 408 and 0.4 < time.monotonic() - start < 5
+  assert "Connection: close" in _headers_and_error(answer)[0]
+  start = time.monotonic()
+  silent = socket.create_connection(server.server_address[:2], timeout=10)
+  assert _answer(silent) == b"" and time.monotonic() - start < 5  # Closed, no request sent.
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_read_timeout(serve):
+  server = serve(read_timeout_s=0.5)
+  connection = _open(server, "GET /v2/health/ready HTTP/1.1")  # Then a header line each 0.1 s,
+  connection.setblocking(False)  # each well within the 0.5 s a read may take.
+  start, cut = time.monotonic(), False
+  while time.monotonic() - start < 5 and not cut:
+    try:
+      connection.sendall(b"X-Drip: 1\r\n")
+      cut = connection.recv(1) == b""
+    except BlockingIOError:
+      pass
+    except OSError:
+      cut = True
+    time.sleep(0.1)
+  connection.close()
+  assert cut and time.monotonic() - start < 2
+
+
+def test_connections_past_max_concurrent_get_503_with_retry_after(serve):
+  server = serve(max_concurrent=2, read_timeout_s=20)
+  holding = [_open(server, _upload_head(1000), b"{") for _ in range(2)]
+  time.sleep(0.2)  # Both are now reading their bodies.
+  start = time.monotonic()
+  answer = _answer(socket.create_connection(server.server_address[:2], timeout=10))
+  head, error = _headers_and_error(answer)
+  assert _status(answer) == 503 and "\r\nRetry-After: 1\r\n" in head and "busy" in error
+  assert time.monotonic() - start < 2
+  for connection in holding:
+    connection.close()
+  deadline = time.monotonic() + 5
+  while _status(_answer(_open(server, "GET /v2/health/ready HTTP/1.1\nHost: x\n"
+                                      "Connection: close\n"))) != 200:
+    assert time.monotonic() < deadline, "the slots were not given back"
+    time.sleep(0.05)
+
+
+def test_the_rate_limit_lets_burst_requests_through_at_once(serve, monkeypatch):
+  monkeypatch.setattr(server_limits, "time", _Clock())
+  server = serve(max_requests_per_s=2, burst=3)
+  url = f"{server.url}/v2/models/tiny"
+  assert [_get(url)[0] for _ in range(3)] == [200, 200, 200]
+  status, headers, _ = _get(url)
+  assert status == 429 and headers["Retry-After"] == "1"
+  assert [server_limits.retry_after(s) for s in (0.017, 1.0, 2.5)] == ["1", "1", "3"]
+  with pytest.raises(ValueError, match="burst must be at least 1"):
+    serve(max_requests_per_s=2, burst=0)
+
+
+MARKER = "echo7b1e"
+
+
+@pytest.mark.parametrize("request_text", [
+    f"GET /v2/models/{MARKER} HTTP/1.1\nHost: x\nConnection: close\n",
+    f"GET /{MARKER} HTTP/1.1\nHost: x\nConnection: close\n",
+    f"POST /v2/models/tiny/{MARKER} HTTP/1.1\nHost: x\nContent-Length: 2\n",
+    f"GET /x HTTP/1.1{MARKER}\nHost: x\n",
+    f"{MARKER.upper()} /x HTTP/1.1\nHost: x\n",
+])
+def test_error_replies_echo_no_path(serve, request_text):
+  answer = _answer(_open(serve(), request_text))
+  assert _status(answer) >= 400 and b"error" in answer
+  assert MARKER.encode() not in answer.lower()
+
+
+@pytest.mark.parametrize("body", [
+    f"{{{MARKER}",
+    json.dumps({"inputs": [{"name": MARKER}]}),
+    json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 4, 4], "datatype": MARKER,
+                            "data": [0] * 48}]}),
+    json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 4, 4], "datatype": "FP32",
+                            "data": [MARKER] * 48}]}),
+    json.dumps({"inputs": [{"name": "images", "shape": [1, 3, 4, 4], "datatype": "FP32",
+                            "data": [0] * 48}], "outputs": [{"name": MARKER}]}),
+])
+def test_error_replies_echo_no_body(serve, body):
+  answer = _answer(_open(serve(), _upload_head(len(body)) + "Connection: close\n",
+                         body.encode()))
+  assert _status(answer) == 400 and MARKER.encode() not in answer
+  assert _headers_and_error(answer)[1]
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.5:8500", "http://models.example.com",
+                                 "http://127.0.0.1.example.com:8500"])
+def test_the_key_is_refused_over_plain_http_to_another_host(url, monkeypatch):
+  monkeypatch.setenv(KEY_ENV, SECRET)
+  options = dict(input_name="images", output_name="probabilities",
+                 output_kind="probabilities", num_classes=2, api_key_env=KEY_ENV)
+  with pytest.raises(ValueError) as error:
+    HttpBlackBox(url, "tiny", SPEC, **options)  # Refused before any request is sent.
+  assert str(error.value) == (
+      f"config.black_box.url={url!r} is plain http:// to {urllib.parse.urlsplit(url).hostname}, "
+      "which is not this machine, so the API key (config.black_box.api_key_env) would travel "
+      "unencrypted: use an https:// URL, or set config.black_box.allow_plain_http_key=True if "
+      "the network is trusted.")
+  assert SECRET not in str(error.value)
+  for allowed, extra in [(url, {"allow_plain_http_key": True}),
+                         (url.replace("http://", "https://"), {})]:
+    assert HttpBlackBox(allowed, "tiny", SPEC, check_metadata=False, **extra, **options)
+  monkeypatch.delenv(KEY_ENV)
+  assert HttpBlackBox(url, "tiny", SPEC, check_metadata=False, **{**options, "api_key_env": ""})
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST", "127.0.0.1", "127.3.2.1", "::1"])
+def test_the_key_may_go_over_plain_http_to_this_machine(serve, host, monkeypatch):
+  monkeypatch.setenv(KEY_ENV, SECRET)
+  assert is_loopback(host)
+  url = f"http://{f'[{host}]' if ':' in host else host}:8500"
+  assert HttpBlackBox(url, "tiny", SPEC, input_name="images", output_name="probabilities",
+                      output_kind="probabilities", num_classes=2, api_key_env=KEY_ENV,
+                      check_metadata=False)
+  assert not is_loopback("10.0.0.5") and not is_loopback("localhost.example.com")
+
+
+def test_allow_plain_http_key_is_read_from_the_config_and_older_configs_load(monkeypatch):
+  monkeypatch.setenv(KEY_ENV, SECRET)
+  config = query_configs.get_config("gender_v1,via=http")
+  assert config.black_box.allow_plain_http_key is False
+  with config.unlocked():
+    config.black_box.update(url="http://10.0.0.5:8500", api_key_env=KEY_ENV,
+                            check_metadata=False)
+  with pytest.raises(ValueError, match="would travel unencrypted"):
+    from_config(config)
+  config.black_box.allow_plain_http_key = True
+  assert isinstance(from_config(config), HttpBlackBox)
+  with config.unlocked():
+    del config.black_box["allow_plain_http_key"]  # A config written before the field.
+  with pytest.raises(ValueError, match="would travel unencrypted"):
+    from_config(config)
+
+
+def _entrypoint(args: list[str]) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                        check=False, timeout=300, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_serve_model_refuses_a_file_that_is_not_onnx_in_one_line(tmp_path):
+  path = tmp_path / "model.onnx"
+  path.write_text("not a model")
+  result = _entrypoint(["experiments.serve_model", f"--onnx={path}", "--port=0"])
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      f"error: {path} is not an ONNX model (InvalidProtobuf: ")
+
+
+def test_query_dft_with_no_server_ends_with_one_line_error(tmp_path):
+  with socket.socket() as probe:  # A port where nothing listens.
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+  assert issubclass(BlackBoxUnavailable, ValueError)
+  result = _entrypoint(["experiments.query_dft", "--config=configs/query.py:gender_v1,via=http",
+                        f"--config.black_box.url=http://127.0.0.1:{port}",
+                        "--config.black_box.max_retries=0", f"--workdir={tmp_path / 'run'}"])
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"error: GET http://127.0.0.1:{port}/v2/models/gender-v1 failed 1 times (last: "
+      "ConnectionRefusedError: [Errno 111] Connection refused); the service is unavailable. "
+      "Nothing listens there: start the server (e.g. python -m experiments.serve_model) or fix "
+      "config.black_box.url.")

@@ -54,7 +54,8 @@ def _http(config: ml_collections.ConfigDict) -> BlackBox:
       num_classes=config.model.num_classes, classes_name=box.classes_name,
       batch_size=box.batch_size, api_key_env=box.api_key_env, timeout_s=box.timeout_s,
       max_retries=box.max_retries, backoff_s=box.backoff_s, max_backoff_s=box.max_backoff_s,
-      check_metadata=box.get("check_metadata", True))
+      check_metadata=box.get("check_metadata", True),
+      allow_plain_http_key=box.get("allow_plain_http_key", False))
 
 
 _OPENERS: dict[str, Callable[[ml_collections.ConfigDict], BlackBox]] = {

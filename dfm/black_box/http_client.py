@@ -10,7 +10,10 @@ will not pass (other 4xx, malformed replies, wrong shapes, NaN).
 A call's ``Spent`` counts answered requests as ``calls`` with their ``images``, and
 every failed attempt, retried or not, as a ``failure``; an exception leaving
 :meth:`HttpBlackBox.score` carries what its call spent as ``error.spent``. The API key
-is read from an environment variable and never shown in a message or a log line.
+is read from an environment variable and never shown in a message or a log line; it
+is sent over plain ``http://`` only to this machine (``localhost``, 127.0.0.0/8,
+``::1``) unless ``allow_plain_http_key`` says the network is trusted, else over
+``https://``.
 
 On load (``check_metadata``, ``config.black_box.check_metadata``) the model's
 metadata is read and what it declares is checked against the config; a server
@@ -32,6 +35,8 @@ Example::
 """
 import dataclasses
 import http.client
+import ipaddress
+import math
 import os
 import time
 import urllib.parse
@@ -47,8 +52,12 @@ from dfm.black_box.protocol import (Declared, check_metadata, infer_body, loads_
 from dfm.black_box.shapes import check_output_kind, check_top_k, decide_output_kind, softmax
 
 
-class BlackBoxUnavailable(RuntimeError):
-  """The service did not answer after every retry (5xx, 429, timeouts, dropped connections)."""
+class BlackBoxUnavailable(RuntimeError, ValueError):
+  """The service did not answer after every retry (5xx, 429, timeouts, dropped connections).
+
+  A ValueError too (as a wrong URL or port is bad input), so an entrypoint ends with its
+  one-line message rather than a traceback (``experiments.cli.exit_on_bad_input``).
+  """
 
 
 @dataclasses.dataclass
@@ -64,16 +73,57 @@ class _Tally:
 
 
 def retry_after_s(value: str | None) -> float | None:
-  """A ``Retry-After`` header in seconds (integer or float), or None if absent or a date.
+  """A ``Retry-After`` header in seconds, or None if absent, a date or not finite.
+
+  HTTP sends whole seconds (``"2"``); a fraction (``"0.25"``), which some servers send,
+  is read as it is.
 
   Example::
 
-    retry_after_s("0.25")  # 0.25
+    retry_after_s("2"), retry_after_s("0.25")  # (2.0, 0.25)
   """
   try:
-    return max(0.0, float(value)) if value is not None else None
+    seconds = float(value) if value is not None else None
   except ValueError:
     return None
+  return max(0.0, seconds) if seconds is not None and math.isfinite(seconds) else None
+
+
+def is_loopback(host: str) -> bool:
+  """Whether ``host`` is this machine: ``localhost``, 127.0.0.0/8 or ``::1``.
+
+  Example::
+
+    is_loopback("127.0.0.2"), is_loopback("::1"), is_loopback("10.0.0.5")  # True True False
+  """
+  if host.lower().rstrip(".") == "localhost":
+    return True
+  try:
+    return ipaddress.ip_address(host).is_loopback
+  except ValueError:
+    return False
+
+
+def check_key_transport(url: str, has_key: bool, allow_plain_http_key: bool) -> None:
+  """Refuses to send an API key over plain ``http://`` to a host that is not this machine.
+
+  Example::
+
+    check_key_transport("https://models.example.com", True, False)   # passes
+    check_key_transport("http://127.0.0.1:8500", True, False)        # passes: loopback
+
+  Raises:
+    ValueError: the key would travel unencrypted; the message names both fixes.
+  """
+  parts = urllib.parse.urlsplit(url)
+  if not has_key or parts.scheme != "http" or allow_plain_http_key or is_loopback(
+      parts.hostname or ""):
+    return
+  raise ValueError(
+      f"config.black_box.url={url!r} is plain http:// to {parts.hostname}, which is not this "
+      "machine, so the API key (config.black_box.api_key_env) would travel unencrypted: use an "
+      "https:// URL, or set config.black_box.allow_plain_http_key=True if the network is "
+      "trusted.")
 
 
 def read_api_key(env: str, *, field: str = "config.black_box.api_key_env") -> str | None:
@@ -108,7 +158,7 @@ class HttpBlackBox(BlackBox):
                batch_size: int = 64,
                api_key_env: str = "", timeout_s: float = 30.0, max_retries: int = 5,
                backoff_s: float = 0.5, max_backoff_s: float = 30.0,
-               check_metadata: bool = True,
+               check_metadata: bool = True, allow_plain_http_key: bool = False,
                sleep: Callable[[float], None] = time.sleep) -> None:
     check_output_kind(output_kind)
     _check_settings(batch_size, timeout_s, max_retries, backoff_s, max_backoff_s)
@@ -127,6 +177,7 @@ class HttpBlackBox(BlackBox):
     self.max_retries, self.backoff_s, self.max_backoff_s = max_retries, backoff_s, max_backoff_s
     self._sleep = sleep
     self.__key = read_api_key(api_key_env)
+    check_key_transport(self.url, self.__key is not None, allow_plain_http_key)
     self._model_path = f"/v2/models/{urllib.parse.quote(model_name, safe='')}"
     self._source = f"The model {model_name!r} at {self.url}"
     if check_metadata:
@@ -253,9 +304,14 @@ class HttpBlackBox(BlackBox):
       self._fail(method, path, attempt, problem, wait if attempt + 1 < attempts else None, tally)
       if attempt + 1 < attempts:
         self._sleep(wait)
+    if problem.startswith("ConnectionRefusedError"):
+      advice = ("Nothing listens there: start the server (e.g. python -m "
+                "experiments.serve_model) or fix config.black_box.url.")
+    else:
+      advice = "Try again later or raise config.black_box.max_retries."
     raise BlackBoxUnavailable(
         f"{method} {self.url}{path} failed {attempts} times (last: {self._redact(problem)}); the "
-        "service is unavailable. Try again later or raise config.black_box.max_retries.")
+        f"service is unavailable. {advice}")
 
   def _send(self, method: str, path: str, body: bytes | None) -> tuple[int, float | None, bytes]:
     """One attempt: (status, Retry-After in seconds or None, body)."""
@@ -269,8 +325,13 @@ class HttpBlackBox(BlackBox):
     if self.__key is not None:
       headers["Authorization"] = f"Bearer {self.__key}"
     try:
-      connection.request(method, prefix + path, body=body, headers=headers)
-      response = connection.getresponse()
+      unsent = _send_request(connection, method, prefix + path, body, headers)
+      try:
+        response = connection.getresponse()
+      except (OSError, http.client.HTTPException):
+        if unsent is not None:
+          raise unsent from None
+        raise
       return response.status, retry_after_s(response.getheader("Retry-After")), response.read()
     finally:
       connection.close()
@@ -303,6 +364,9 @@ class HttpBlackBox(BlackBox):
     if status < 400:
       return (f"{said}. Expected 200: point config.black_box.url at the inference server "
               "itself (redirects are not followed).")
+    if status == 413:
+      return (f"{said}. The request is larger than the server takes: lower "
+              "config.black_box.batch_size.")
     if status == 404:
       return (f"{said}. There is no model {self.model_name!r} there: check "
               "config.black_box.model_name and config.black_box.url.")
@@ -311,6 +375,18 @@ class HttpBlackBox(BlackBox):
 
   def _redact(self, text: str) -> str:
     return text.replace(self.__key, "<API key>") if self.__key else text
+
+
+def _send_request(connection: http.client.HTTPConnection, method: str, path: str,
+                  body: bytes | None, headers: dict[str, str]) -> OSError | None:
+  """Sends the request; a connection the server closed mid-body is returned, not raised,
+  since a server may answer (401, 413, 503) before reading a body and close: that answer
+  is still there to read."""
+  try:
+    connection.request(method, path, body=body, headers=headers)
+  except (BrokenPipeError, ConnectionResetError) as error:
+    return error
+  return None
 
 
 def _describe(error: BaseException) -> str:

@@ -55,12 +55,12 @@ def _refuse_constant(token: str) -> None:
   raise _NonFinite(token)
 
 
-def _quote(body: bytes | str) -> str:
-  text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+def _quote(body: bytes | bytearray | str) -> str:
+  text = body.decode("utf-8", "replace") if isinstance(body, (bytes, bytearray)) else body
   return repr(text[:_QUOTE_CHARS] + ("..." if len(text) > _QUOTE_CHARS else ""))
 
 
-def loads_strict(body: bytes | str, *, source: str) -> Any:
+def loads_strict(body: bytes | bytearray | str, *, source: str) -> Any:
   """JSON ``body`` decoded, refusing NaN and Infinity (which Python's json would accept).
 
   Example::
@@ -71,7 +71,7 @@ def loads_strict(body: bytes | str, *, source: str) -> Any:
     ValueError: not UTF-8 JSON, or it holds NaN/Infinity.
   """
   try:
-    text = body.decode("utf-8") if isinstance(body, bytes) else body
+    text = body.decode("utf-8") if isinstance(body, (bytes, bytearray)) else body
     return json.loads(text, parse_constant=_refuse_constant)
   except _NonFinite as error:
     raise ValueError(f"{source} sent a non-finite number ({error}); refusing it.") from None
@@ -126,8 +126,10 @@ def _check_dims(dims: Any, shape: Sequence[int | None], name: str, source: str) 
     raise ValueError(f"{source} sent tensor {name!r} of shape {dims}; expected {wanted}.")
 
 
-def decode_tensor(entry: Any, *, shape: Sequence[int | None], source: str) -> np.ndarray:
-  """One protocol tensor as an array of ``shape`` (None: any size), checked value by value.
+def decode_tensor(entry: Any, *, shape: Sequence[int | None], source: str,
+                  dtype: type | None = None) -> np.ndarray:
+  """One protocol tensor as an array of ``shape`` (None: any size), checked value by value;
+  the numbers go straight into ``dtype`` if given (else the datatype's own), one copy.
 
   Example::
 
@@ -154,7 +156,7 @@ def decode_tensor(entry: Any, *, shape: Sequence[int | None], source: str) -> np
     raise ValueError(f"{source} sent tensor {name!r} of shape {dims} with {len(data)} values; "
                      f"the shape holds {math.prod(dims)}.")
   with np.errstate(over="ignore"):
-    values = np.asarray(data, DATATYPES[datatype]).reshape(dims)
+    values = np.asarray(data, dtype or DATATYPES[datatype]).reshape(dims)
   if not np.all(np.isfinite(values)):
     raise ValueError(f"{source} sent NaN or infinite values in tensor {name!r}; refusing them.")
   return values
