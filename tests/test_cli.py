@@ -94,3 +94,12 @@ def test_a_folder_of_unreadable_images_leaves_nothing_behind(tmp_path):
                   "image). Check that the files are images Pillow can open (.png, .jpg, .bmp).")
   left = sorted(str(path.relative_to(tmp_path / "data")) for path in (tmp_path / "data").rglob("*"))
   assert left == ["mine", "mine/notes.txt"]
+
+
+def test_a_file_that_is_not_onnx_is_named_in_one_line(tmp_path):
+  (tmp_path / "model.onnx").write_text("not a model")
+  line = one_line_error(run("experiments.evaluate",
+                            "--config=configs/own_model.py:onnx,dataset=uci_digits",
+                            f"--config.model.path={tmp_path / 'model.onnx'}"))
+  assert line.startswith(f"error: {tmp_path / 'model.onnx'} is not an ONNX model (DecodeError: ")
+  assert line.endswith("pass an .onnx file, e.g. one written by torch.onnx.export.")

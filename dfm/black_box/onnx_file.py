@@ -34,6 +34,7 @@ from absl import logging
 
 from dfm.black_box.base import BlackBox, Reply, Spent, scatter_top_k, with_spent
 from dfm.models.input_spec import InputSpec
+from dfm.models.model_files import not_onnx, read_onnx
 from dfm.black_box.shapes import (check_class_dims, check_input_dims, check_output_kind,
                                   check_top_k, decide_output_kind, probe_images, softmax)
 
@@ -55,7 +56,12 @@ def open_session(path: str | Path) -> "onnxruntime.InferenceSession":
 
   options = onnxruntime.SessionOptions()
   options.log_severity_level = 3
-  return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+  try:
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+  except FileNotFoundError:
+    raise
+  except Exception as error:  # pylint: disable=broad-except  # onnxruntime's own classes.
+    raise not_onnx(path, error) from None
 
 
 def _dims(value_info: "onnx.ValueInfoProto") -> list[int | None]:
@@ -113,9 +119,7 @@ class OnnxBlackBox(BlackBox):
 
   def __init__(self, path: Path, spec: InputSpec, *, input_name: str, output_name: str,
                output_kind: str, num_classes: int, classes_name: str = "") -> None:
-    import onnx  # pylint: disable=import-outside-toplevel
-
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = read_onnx(path, load_external_data=False).graph
     check_input(graph, input_name, spec)
     check_output(graph, output_name, output_kind, num_classes, classes_name=classes_name)
     self.partial, self._classes_name = bool(classes_name), classes_name

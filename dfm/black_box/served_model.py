@@ -25,8 +25,6 @@ _FEED_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64}
 _REPLY_DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.float64): "FP64",
                     np.dtype(np.float16): "FP16", np.dtype(np.int64): "INT64",
                     np.dtype(np.int32): "INT32", np.dtype(np.bool_): "BOOL"}
-# Of onnxruntime's own message why a file did not load, this many characters are kept.
-_DETAIL_CHARS = 200
 
 
 class BatchTooLarge(ValueError):
@@ -42,7 +40,7 @@ class OnnxModel:
   """
 
   def __init__(self, path: str | Path) -> None:
-    self.session = _load(path)
+    self.session = open_session(path)
     self.inputs = {arg.name: arg for arg in self.session.get_inputs()}
     self.outputs = [arg.name for arg in self.session.get_outputs()]
     for arg in self.inputs.values():
@@ -109,19 +107,6 @@ class OnnxModel:
 
   def run(self, names: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return dict(zip(names, self.session.run(names, feeds)))
-
-
-def _load(path: str | Path) -> onnxruntime.InferenceSession:
-  """An onnxruntime session of ``path``, or a one-line ValueError if it is not ONNX."""
-  try:
-    return open_session(path)
-  except FileNotFoundError:
-    raise
-  except Exception as error:  # pylint: disable=broad-except  # onnxruntime's own classes.
-    lines = str(error).strip().splitlines() or [""]
-    detail = f"{type(error).__name__}: {lines[0][:_DETAIL_CHARS]}"
-    raise ValueError(f"{path} is not an ONNX model ({detail}); pass an .onnx file, e.g. one "
-                     "written by torch.onnx.export.") from None
 
 
 def encode_output(name: str, array: np.ndarray) -> dict[str, Any]:

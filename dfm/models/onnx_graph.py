@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from dfm.models.model_files import read_onnx
 from dfm.models.onnx_ops import OPS, Node
 from dfm.types import PyTree
 
@@ -157,7 +158,7 @@ def load_onnx_function(path: str | Path, *, input_name: str | None = None,
     ValueError: a node dfm cannot convert exactly (see the module's docstring; the
       message names its op type and node), or an input/output name the graph lacks.
   """
-  model = onnx.load(str(path))
+  model = read_onnx(path)
   graph, opset = model.graph, _opset(model)
   initializers = {initializer.name for initializer in graph.initializer}
   input_name = _only([v.name for v in graph.input if v.name not in initializers], "input",
@@ -198,6 +199,6 @@ def weight_names(path: str | Path) -> set[str]:
   """The initializers that are weights (:data:`WEIGHT_INPUTS`) of the graph at ``path``:
   convolution kernels and biases, dense matrices and biases, batch norm scales and
   shifts, never running statistics or other constants."""
-  graph = onnx.load(str(path)).graph
+  graph = read_onnx(path).graph
   return {node.input[index] for node in graph.node
           for index in WEIGHT_INPUTS.get(node.op_type, ()) if index < len(node.input)}
