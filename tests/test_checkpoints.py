@@ -120,33 +120,37 @@ def test_ctrl_c_in_the_loop_saves_the_last_finished_batch(data_dir, classifier_d
                                 np.load(straight / "noise.npy"))
 
 
-def _dft_command(data_dir: str, classifier_dir: str, workdir: Path, epochs: int) -> list[str]:
+def _dft_command(data_dir: str, classifier_dir: str, workdir: Path, *overrides: str
+                 ) -> list[str]:
   return [sys.executable, "-m", "experiments.dft",
           "--config=configs/digits.py:mnist5k_to_uci,runlocal", f"--workdir={workdir}",
           f"--config.data_dir={data_dir}", f"--config.classifier_dir={classifier_dir}",
-          f"--config.dft.epochs={epochs}"]
+          *overrides]
+
+
+# 200 batches, a checkpoint and a log line every 10: a long run that stays cheap.
+LONG_RUN = ("--config.dft.epochs=40", "--config.checkpoint_every=20", "--config.log_every=20")
 
 
 def test_ctrl_c_on_the_command_line_saves_and_the_rerun_resumes(data_dir, classifier_dir,
                                                                 tmp_path):
-  epochs = 8  # 40 batches: time to press Ctrl-C after the first checkpoint.
-  straight = _dft_command(data_dir, classifier_dir, tmp_path / "straight", epochs)
+  straight = _dft_command(data_dir, classifier_dir, tmp_path / "straight", *LONG_RUN)
   subprocess.run(straight, cwd=REPO, capture_output=True, check=True, timeout=300)  # 1 device.
-  command = _dft_command(data_dir, classifier_dir, tmp_path / "run", epochs)
+  command = _dft_command(data_dir, classifier_dir, tmp_path / "run", *LONG_RUN)
   process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True)
   for line in process.stdout:
-    if line.startswith("batch 2/40"):  # Checkpointed every batch.
+    if line.startswith("batch 10/200"):  # The first checkpoint; 190 batches to go.
       break
   process.send_signal(signal.SIGINT)
   stdout, stderr = process.communicate(timeout=120)
-  assert process.returncode == 130, stderr
+  assert process.returncode == 130, (stdout, stderr)
   assert "Traceback" not in stderr
   last = stderr.strip().splitlines()[-1]
   assert last.startswith("interrupted at batch ") and last.endswith(
-      " of 40; saved; rerun the same command to resume"), stderr
+      " of 200; saved; rerun the same command to resume"), stderr
   done = int(last.split()[3])
-  assert done < 40, stdout
+  assert 10 <= done < 200, stdout
   assert checkpoint.manager(tmp_path / "run" / "checkpoints").latest_step() == done
   rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr
@@ -168,7 +172,8 @@ def _can_mount_a_tmpfs() -> bool:
 def test_full_disk_ends_the_command_with_one_line(data_dir, classifier_dir, tmp_path):
   workdir = tmp_path / "disk"
   workdir.mkdir()
-  command = " ".join(_dft_command(data_dir, classifier_dir, workdir / "run", epochs=1))
+  command = " ".join(_dft_command(data_dir, classifier_dir, workdir / "run",
+                                  "--config.dft.epochs=1"))
   started = time.monotonic()
   result = subprocess.run(
       ["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o size=100k tmpfs {workdir} && {command}"],
