@@ -128,6 +128,15 @@ def _dft_command(data_dir: str, classifier_dir: str, workdir: Path, *overrides: 
           *overrides]
 
 
+def _with_ctrl_c(command: list[str]) -> list[str]:
+  """``python -m MODULE ARGS`` with Python's Ctrl-C handler, as in a user's terminal: a
+  shell's background job (a CI runner may start the tests so) inherits SIGINT ignored."""
+  module, args = command[2], command[3:]
+  return [sys.executable, "-c",
+          "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+          f"sys.argv = [{module!r}, *{args!r}]; runpy.run_module({module!r}, run_name='__main__')"]
+
+
 # 200 batches, a checkpoint and a log line every 10: a long run that stays cheap.
 LONG_RUN = ("--config.dft.epochs=40", "--config.checkpoint_every=20", "--config.log_every=20")
 
@@ -137,8 +146,8 @@ def test_ctrl_c_on_the_command_line_saves_and_the_rerun_resumes(data_dir, classi
   straight = _dft_command(data_dir, classifier_dir, tmp_path / "straight", *LONG_RUN)
   subprocess.run(straight, cwd=REPO, capture_output=True, check=True, timeout=300)  # 1 device.
   command = _dft_command(data_dir, classifier_dir, tmp_path / "run", *LONG_RUN)
-  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+  process = subprocess.Popen(_with_ctrl_c(command), cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
   for line in process.stdout:
     if line.startswith("batch 10/200"):  # The first checkpoint; 190 batches to go.
       break
