@@ -137,8 +137,8 @@ def _with_ctrl_c(command: list[str]) -> list[str]:
           f"sys.argv = [{module!r}, *{args!r}]; runpy.run_module({module!r}, run_name='__main__')"]
 
 
-# 200 batches, a checkpoint and a log line every 10: a long run that stays cheap.
-LONG_RUN = ("--config.dft.epochs=40", "--config.checkpoint_every=20", "--config.log_every=20")
+# 80 batches, a checkpoint and a log line every 10: long enough to press Ctrl-C in.
+LONG_RUN = ("--config.dft.epochs=16", "--config.checkpoint_every=20", "--config.log_every=20")
 
 
 def test_ctrl_c_on_the_command_line_saves_and_the_rerun_resumes(data_dir, classifier_dir,
@@ -149,7 +149,7 @@ def test_ctrl_c_on_the_command_line_saves_and_the_rerun_resumes(data_dir, classi
   process = subprocess.Popen(_with_ctrl_c(command), cwd=REPO, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
   for line in process.stdout:
-    if line.startswith("batch 10/200"):  # The first checkpoint; 190 batches to go.
+    if line.startswith("batch 10/80"):  # The first checkpoint; 70 batches to go.
       break
   process.send_signal(signal.SIGINT)
   stdout, stderr = process.communicate(timeout=120)
@@ -157,9 +157,9 @@ def test_ctrl_c_on_the_command_line_saves_and_the_rerun_resumes(data_dir, classi
   assert "Traceback" not in stderr
   last = stderr.strip().splitlines()[-1]
   assert last.startswith("interrupted at batch ") and last.endswith(
-      " of 200; saved; rerun the same command to resume"), stderr
+      " of 80; saved; rerun the same command to resume"), stderr
   done = int(last.split()[3])
-  assert 10 <= done < 200, stdout
+  assert 10 <= done < 80, stdout
   assert checkpoint.manager(tmp_path / "run" / "checkpoints").latest_step() == done
   rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr
