@@ -326,4 +326,4 @@ def test_weight_names_are_what_mft_may_move(tmp_path):
       node("Pow", "n", "p", output="q"), node("Clip", "q", "low", "high", output="r"),
       node("GlobalAveragePool", "r", output="g"), node("Flatten", "g", output="f"),
       node("MatMul", "f", "d")], (1, 3, 5, 5), init)
-  assert weight_names(path) == {"w", "b", "scale", "shift", "d"}
+  assert weight_names(onnx.load(str(path)).graph) == {"w", "b", "scale", "shift", "d"}

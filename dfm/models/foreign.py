@@ -40,7 +40,7 @@ import ml_collections
 
 from dfm.models.frozen import load_frozen_vgg
 from dfm.models.input_spec import OUTPUT_KINDS, InputSpec
-from dfm.models.model_files import resolve_model_path
+from dfm.models.model_files import read_onnx, resolve_model_path
 from dfm.types import ApplyFn, ModelFn
 
 FROZEN_KINDS = ("vgg", "onnx", "flax", "keras")
@@ -70,11 +70,11 @@ def model_input_spec(model: ml_collections.ConfigDict) -> InputSpec:
 # Each returns ``(fn(params, tensor), params)``, params split as {"trainable", "fixed"}.
 def _onnx_function(model: ml_collections.ConfigDict, _: InputSpec) -> tuple[ModelFn, Any]:
   from dfm.models import onnx_graph  # pylint: disable=import-outside-toplevel
-  path = resolve_model_path(model.path)
+  proto = read_onnx(resolve_model_path(model.path))  # Read once, for both.
   graph_fn, params = onnx_graph.load_onnx_function(
-      path, input_name=model.get("input_name") or None,
+      proto, input_name=model.get("input_name") or None,
       output_name=model.get("output_name") or None)
-  weights = onnx_graph.weight_names(path)
+  weights = onnx_graph.weight_names(proto.graph)
 
   def fn(params: Any, tensor: jax.Array) -> jax.Array:
     return graph_fn({**params["trainable"], **params["fixed"]}, tensor)

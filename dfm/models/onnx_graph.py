@@ -134,12 +134,12 @@ def _run(node: Node, inputs: list[Any]) -> Any:
     raise
 
 
-def load_onnx_function(path: str | Path, *, input_name: str | None = None,
+def load_onnx_function(source: str | Path | onnx.ModelProto, *, input_name: str | None = None,
                        output_name: str | None = None
                        ) -> tuple[Callable[[PyTree, jax.Array], jax.Array], PyTree]:
   """An ONNX graph as ``(fn, params)``: ``fn(params, tensor)`` computes its output in JAX.
 
-  ``tensor`` is in the model's own layout and normalisation (e.g. ``[N, 3, 32, 32]``
+  ``source`` is the file, or the ``onnx.ModelProto`` already read from it. ``tensor`` is in the model's own layout and normalisation (e.g. ``[N, 3, 32, 32]``
   float32); ``fn`` returns the output ``output_name`` (default: the graph's only
   output) given ``tensor`` as the input ``input_name`` (default: its only input).
   ``params`` maps each float initializer's name to a ``jnp`` array. ``fn`` is pure:
@@ -158,7 +158,7 @@ def load_onnx_function(path: str | Path, *, input_name: str | None = None,
     ValueError: a node dfm cannot convert exactly (see the module's docstring; the
       message names its op type and node), or an input/output name the graph lacks.
   """
-  model = read_onnx(path)
+  model = source if isinstance(source, onnx.ModelProto) else read_onnx(source)
   graph, opset = model.graph, _opset(model)
   initializers = {initializer.name for initializer in graph.initializer}
   input_name = _only([v.name for v in graph.input if v.name not in initializers], "input",
@@ -195,10 +195,9 @@ WEIGHT_INPUTS = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMu
                  "BatchNormalization": (1, 2)}
 
 
-def weight_names(path: str | Path) -> set[str]:
-  """The initializers that are weights (:data:`WEIGHT_INPUTS`) of the graph at ``path``:
+def weight_names(graph: onnx.GraphProto) -> set[str]:
+  """The initializers that are weights (:data:`WEIGHT_INPUTS`) of ``graph``:
   convolution kernels and biases, dense matrices and biases, batch norm scales and
   shifts, never running statistics or other constants."""
-  graph = read_onnx(path).graph
   return {node.input[index] for node in graph.node
           for index in WEIGHT_INPUTS.get(node.op_type, ()) if index < len(node.input)}
