@@ -129,6 +129,22 @@ def command(experiment: str, point: dict[str, str], seed: int, workdir: Path, *,
   return shlex.join(parts)
 
 
+def run_point(experiment: str, config: ml_collections.ConfigDict, workdir: Path, *,
+              seeds: int) -> None:
+  """Runs one sweep run here: the function every launcher calls for one point and seed
+  (a ``compare`` point runs its ``seeds`` itself). A finished run is skipped, an
+  interrupted one resumes from its checkpoint.
+
+  Example::
+
+    run_point("dft", configured(base, {"dft.lam": "0.1"}, 0), Path("runs/s/p/seed0"), seeds=1)
+  """
+  if experiment == "compare":
+    compare.run(config, str(workdir), seeds=seeds)
+  else:
+    run_once(EXPERIMENTS[experiment], config, workdir)
+
+
 def base_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
   """The ``--config.KEY=VALUE`` overrides a printed command repeats (not the seed)."""
   return {key: value for key, value in overrides.items() if key != "seed"}
@@ -156,8 +172,5 @@ def sweep(base: ml_collections.ConfigDict, root: str, grid_specs: list[str], *, 
       continue
     config = configured(base, point, seed)
     print(f"[{index}/{len(listed)}] {point_name(point)} seed {seed}: {workdir}", flush=True)
-    if experiment == "compare":
-      compare.run(config, str(workdir), seeds=seeds)
-    else:
-      run_once(EXPERIMENTS[experiment], config, workdir)
+    run_point(experiment, config, workdir, seeds=seeds)
   return [workdir for _, _, workdir in listed]
