@@ -5,7 +5,7 @@ programs many times over: every run rebuilds its train, DFT and eval steps as fr
 closures, which ``jax.jit`` cannot recognise, and the same tiny classifier is built by
 many tests. JAX's persistent compilation cache recognises them by their program, so
 every compile after the first of a program is a file read, in this session and the
-next. It lives in ``.cache/jax`` at the repository root (ignored by git through its own
+next, and in the commands the tests run as subprocesses. It lives in ``.cache/jax`` at the repository root (ignored by git through its own
 ``.cache/.gitignore``); set ``JAX_COMPILATION_CACHE_DIR`` to use another folder, or to
 the empty string to compile everything afresh.
 """
@@ -22,8 +22,12 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   (CACHE_ROOT / "jax").mkdir(parents=True, exist_ok=True)
   if not (CACHE_ROOT / ".gitignore").exists():
     (CACHE_ROOT / ".gitignore").write_text("# Caches of the test suite (tests/conftest.py).\n*\n")
-  jax.config.update("jax_compilation_cache_dir", str(CACHE_ROOT / "jax"))
-# Every program, however quick to compile or small: the many small ones add up.
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = str(CACHE_ROOT / "jax")
+# Every program, however quick to compile or small: the many small ones add up. Set in
+# the environment, so the commands the tests start as subprocesses share the cache too.
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 

@@ -358,13 +358,9 @@ def test_query_dft_through_a_kserve_server_with_faults(tmp_path, monkeypatch):
 
 
 def _same_jax_environment() -> dict[str, str]:
-  """This session's JAX set-up for a subprocess: 4 CPU devices and the compilation
-  cache, so it reads the programs the in-process runs compiled instead of compiling."""
-  cache = jax.config.jax_compilation_cache_dir
-  return {**os.environ, "JAX_NUM_CPU_DEVICES": str(jax.device_count()),
-          **({"JAX_COMPILATION_CACHE_DIR": cache,
-              "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-              "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"} if cache else {})}
+  """This session's 4 CPU devices for a subprocess (the compilation cache comes with the
+  environment, tests/conftest.py), so it reads the programs the in-process runs compiled."""
+  return {**os.environ, "JAX_NUM_CPU_DEVICES": str(jax.device_count())}
 
 
 def test_kfold_selects_on_validation_and_reports_test(tmp_path):

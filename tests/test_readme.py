@@ -1,6 +1,6 @@
 """README's promises: its commands parse as typed, its example from another JAX project
 runs, the core stays pure."""
-import concurrent.futures
+import json
 import os
 import re
 import subprocess
@@ -48,21 +48,30 @@ def test_readme_shows_the_commands_this_test_checks():
       "experiments.serve_model", "experiments.evaluate", "experiments.torch_to_onnx"}
 
 
-def test_every_readme_command_parses_as_typed_in_the_venv_it_documents():
+def test_every_readme_command_parses_as_typed_in_the_venv_it_documents(tmp_path):
   """Each command, as README spells it, after README's `source .venv/bin/activate`, from
-  the repository root, with --dry_run: its flags, config file and overrides all parse."""
+  the repository root, with --dry_run: its flags, config file and overrides all parse.
+
+  bash reads every line as typed (quotes, ``$S``) and hands the venv's ``python`` the
+  arguments; they are recorded, then all run in one process (tests/dry_run_all.py)."""
   venv = README.parent / ".venv" / "bin" / "activate"
   if not venv.is_file():
     pytest.skip("no .venv: README's commands run in the venv `make` sets up")
-
-  def dry_run(command: str) -> tuple[str, subprocess.CompletedProcess]:
-    script = f"source .venv/bin/activate && {command} --dry_run"
-    return command, subprocess.run(["bash", "-c", script], cwd=README.parent,
-                                   env={**os.environ, "S": "1"},  # README's `for S in 1 2`.
-                                   capture_output=True, text=True, check=False)
-
-  with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-    results = list(pool.map(dry_run, readme_commands()))
-  failed = [f"{command}\n  -> {result.stderr.strip().splitlines()[-1:]}"
-            for command, result in results if result.returncode != 0]
+  commands = readme_commands()
+  record = tmp_path / "arguments.jsonl"
+  script = "\n".join([
+      "source .venv/bin/activate",
+      'test "$(command -v python)" = "$PWD/.venv/bin/python" || exit 3',
+      "python() { command python -c 'import json, sys; print(json.dumps(sys.argv[1:]))' \"$@\""
+      f" >> {record}; }}",
+      *(f"{command} --dry_run" for command in commands)])
+  shell = subprocess.run(["bash", "-c", script], cwd=README.parent, env={**os.environ, "S": "1"},
+                         capture_output=True, text=True, check=False)  # README's `for S in 1 2`.
+  assert shell.returncode == 0, shell.stderr
+  arguments = [json.loads(line) for line in record.read_text().splitlines()]
+  assert len(arguments) == len(commands)
+  ran = subprocess.run([sys.executable, "-m", "tests.dry_run_all"], cwd=README.parent,
+                       input=json.dumps(arguments), capture_output=True, text=True, check=True)
+  failed = [f"{command}\n  -> {result['stderr']}"
+            for command, result in zip(commands, json.loads(ran.stdout)) if result["code"] != 0]
   assert not failed, "\n".join(failed)
