@@ -143,7 +143,7 @@ def test_slurm_job_array_script_status_and_resubmission(tmp_path, monkeypatch):
   script = (root / ".submitit" / "4242_submission.sh").read_text().splitlines()
   for line in ["#SBATCH --partition=gpu", "#SBATCH --gpus-per-task=1", "#SBATCH --array=0-1%1",
                "#SBATCH --time=30", "#SBATCH --mem=8GB", "#SBATCH --cpus-per-task=4",
-               "#SBATCH --account=abc", "#SBATCH --constraint=a100", "#SBATCH --requeue",
+               "#SBATCH --account=abc", "#SBATCH --constraint=a100", "#SBATCH --requeue", "#SBATCH --ntasks=1",
                "#SBATCH --signal=USR2@90", "#SBATCH --job-name=dfm-dft",
                f"#SBATCH --error={root}/.submitit/%A_%a_0_log.err"]:
     assert line in script, (line, script)

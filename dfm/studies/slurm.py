@@ -88,8 +88,10 @@ def executor(root: Path, resources: Resources, *, name: str,
   slurm = {"slurm_partition": resources.partition or None,
            "slurm_gpus_per_task": resources.gpus_per_task or None,
            "slurm_array_parallelism": resources.array_parallelism,
+           # --ntasks: Slurm refuses --gpus-per-task without a task count (seen on 23.11);
            # --requeue: requeueing allowed whatever the cluster's JobRequeue default.
-           "slurm_additional_parameters": {"requeue": True, **sbatch_options(resources.sbatch)}}
+           "slurm_additional_parameters": {"ntasks": 1, "requeue": True,
+                                           **sbatch_options(resources.sbatch)}}
   generic = {"cpus_per_task": resources.cpus_per_task or None,
              "mem_gb": resources.mem_gb or None}
   found = submitit.AutoExecutor(folder=Path(root) / FOLDER, cluster=cluster)
