@@ -56,14 +56,17 @@ def record(root: Path, runs: list[tuple[Path, dict[str, Any], int, dict | None]]
   (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
+def _last_line(text: str) -> str:
+  return next((line.strip() for line in reversed(text.splitlines()) if line.strip()), "")
+
+
 def last_line(path: Path) -> str:
   """The last non-empty line of a text file ('' if it is missing or empty)."""
   if not path.is_file():
     return ""
   with path.open("rb") as file:
     file.seek(max(0, path.stat().st_size - TAIL_BYTES))
-    lines = file.read().decode(errors="replace").splitlines()
-  return next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return _last_line(file.read().decode(errors="replace"))
 
 
 def job_error(root: Path, job: dict[str, Any] | None) -> str:
@@ -78,7 +81,7 @@ def job_error(root: Path, job: dict[str, Any] | None) -> str:
     kind, value = pickle.load(file)  # A tuple of plain values: no class is loaded.
   if kind != "error":
     return ""
-  return next((line.strip() for line in reversed(str(value).splitlines()) if line.strip()), "")
+  return _last_line(str(value))
 
 
 def finished(workdir: Path) -> bool:

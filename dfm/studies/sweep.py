@@ -137,15 +137,14 @@ def sweep_points(grid_specs: list[str], declared: list[dict[str, Any]] | None = 
                  ) -> list[dict[str, Any]]:
   """The points of ``--grid`` and, if given, of a declared sweep: every declared point
   with every grid point (their product), a key in both refused."""
-  grid = points(parse_grid(grid_specs))
+  grid = parse_grid(grid_specs)
   if declared is None:
-    return grid
-  shared = sorted({key for point in declared for key in point} & {key for key, _ in
-                                                                  parse_grid(grid_specs)})
+    return points(grid)
+  shared = sorted({key for point in declared for key in point} & {key for key, _ in grid})
   if shared:
     raise ValueError(f"{shared} is both in the config's sweep(add) and in --grid; give each "
                      "field in one place.")
-  return [{**point, **extra} for point in declared for extra in grid]
+  return [{**point, **extra} for point in declared for extra in points(grid)]
 
 
 def value_text(value: Any) -> str:
