@@ -66,3 +66,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     raise common.unknown_name(arg.name, ("mnist5k", "mnist5k_to_uci"))
   config.lock()
   return config
+
+
+def sweep(add) -> None:
+  """The DFT points of ``--sweep``: lam x Adam lr around the demo's choice (lam 0.01,
+  lr 0.3; README, "The scale of lam"), to choose on validation with a PSNR floor.
+
+    python -m experiments.sweep --config=configs/digits.py:mnist5k_to_uci --sweep \
+        --workdir=runs/sweep_digits --config.classifier_dir=runs/mnist5k
+    python -m experiments.collect runs/sweep_digits --min_val_psnr=23
+  """
+  for lam in (0.003, 0.01, 0.03):
+    for lr in (0.1, 0.3, 1.0):
+      add({"dft.lam": lam, "dft.lr": lr})

@@ -7,6 +7,8 @@ read; seeds of one run form one row (mean +- std). For each method, source and
 target the row with the best mean validation accuracy is selected (among the rows
 with the most seeds and a mean validation PSNR of at least ``--min_val_psnr``);
 its test accuracy is the result to report. Writes DIR/collect.md and DIR/collect.csv.
+A sweep's runs that have not finished (from DIR/sweep.json) are listed below the
+table, failed ones with their last error line.
 """
 from absl import app, flags
 

@@ -6,7 +6,9 @@ over seeds). For each method, source (the classifier's dataset, or a black box's
 file) and target the row with the best mean validation accuracy is selected, among
 the rows with the most seeds and, where images are perturbed, a mean validation
 PSNR of at least ``--min_val_psnr``; its test accuracy is the result to report.
-Writes DIR/collect.md and DIR/collect.csv.
+Writes DIR/collect.md and DIR/collect.csv. A sweep's manifest (``DIR/sweep.json``)
+lists the runs it launched: those not finished are named below the table, each
+failed one with its last error line.
 
 Example::
 
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dfm.report.tables import format_mean_std, markdown_table, mean_std, write_csv
+from dfm.studies import manifest
 
 SEED_FOLDER = re.compile(r"seed\d+")
 HEADER = ["run", "method", "source", "target", "seeds", "val accuracy (%)", "test accuracy (%)",
@@ -91,7 +94,13 @@ def select(groups: dict[str, list[dict]], min_val_psnr: float) -> dict[tuple[str
 def collect(root: str, *, min_val_psnr: float = 0.0) -> str:
   """Writes collect.md and collect.csv into ``root``; returns the markdown."""
   root_path = Path(root).absolute()
-  groups = find_runs(root_path)
+  unfinished = manifest.unfinished_text(root_path) if root_path.is_dir() else ""
+  try:
+    groups = find_runs(root_path)
+  except ValueError as error:
+    if not unfinished:
+      raise
+    raise ValueError(f"{error}\n{unfinished}") from None
   selected = set(select(groups, min_val_psnr).values())
   rows, csv_rows = [], []
   for name, runs in groups.items():
@@ -109,7 +118,7 @@ def collect(root: str, *, min_val_psnr: float = 0.0) -> str:
   text = (f"Runs below {root_path}; selected: best mean val accuracy per method, source and "
           "target, among the rows with the most seeds"
           f"{f' with val PSNR >= {min_val_psnr} dB' if min_val_psnr else ''}.\n\n"
-          + markdown_table(HEADER, rows))
+          + markdown_table(HEADER, rows) + (f"\n\n{unfinished}" if unfinished else ""))
   (root_path / "collect.md").write_text(text + "\n")
   write_csv(root_path / "collect.csv",
             ["run", "method", "source", "target", "seeds", "val_accuracy_mean", "val_accuracy_std",

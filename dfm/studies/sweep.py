@@ -11,10 +11,12 @@ Example::
   sweep(config, "runs/sweep", ["dft.lam=0.01,0.1"], seeds=3, experiment="dft")
 """
 import ast
+import importlib.util
 import itertools
 import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_collections
 
@@ -22,7 +24,7 @@ from dfm.run.checks import check_schedule
 from dfm.run.methods import METHODS
 from dfm.run.query_dft import query_dft
 from dfm.run.workdir import run_once
-from dfm.studies import compare
+from dfm.studies import compare, manifest
 
 EXPERIMENTS = {**METHODS, "compare": compare.run, "query_dft": query_dft}
 # The config sections each experiment runs, checked for every point before any runs.
@@ -55,8 +57,9 @@ def parse_grid(specs: list[str]) -> list[tuple[str, list[str]]]:
   return grid
 
 
-def convert(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
-  """``text`` as the type of the config field ``key`` (which must exist)."""
+def convert(config: ml_collections.ConfigDict, key: str, text: Any) -> Any:
+  """``text`` as the type of the config field ``key`` (which must exist); a value that
+  is not text (from a declared sweep) is kept as it is."""
   parent, _, leaf = key.rpartition(".")
   node = config
   for part in filter(None, parent.split(".")):
@@ -67,6 +70,8 @@ def convert(config: ml_collections.ConfigDict, key: str, text: str) -> Any:
     raise ValueError(f"--grid key {key!r} is not in the config; fields there: "
                      f"{sorted(node.keys())}.")
   current = node[leaf]
+  if not isinstance(text, str):
+    return text
   if isinstance(current, bool):
     if text.lower() not in ("true", "false"):
       raise ValueError(f"--grid {key}={text!r}: expected true or false.")
@@ -89,40 +94,115 @@ def points(grid: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
   return [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
 
 
-def point_name(point: dict[str, str]) -> str:
+def declared_points(declare: Callable[[Callable[..., None]], None]) -> list[dict[str, Any]]:
+  """The points a config file's ``sweep(add)`` declares: one per ``add`` call.
+
+  ``add`` takes the point's config fields as a dict, ``add({"dft.lam": 0.01})``, or
+  as keywords, ``add(**{"dft.lam": 0.01})``; values are typed (a tuple for a tuple
+  field) or ``--grid``-style text.
+
+  Example::
+
+    def declare(add):
+      for lam in (0.01, 0.1):
+        add({"dft.lam": lam, "dft.lr": 0.3})
+    declared_points(declare)  # [{"dft.lam": 0.01, "dft.lr": 0.3}, {"dft.lam": 0.1, ...}]
+  """
+  declared: list[dict[str, Any]] = []
+
+  def add(values: dict[str, Any] | None = None, /, **more: Any) -> None:
+    declared.append({**(values or {}), **more})
+
+  declare(add)
+  if not declared or not all(declared):
+    raise ValueError("The config file's sweep(add) declared no point or an empty one; call "
+                     "add({'dft.lam': 0.01, ...}) once per point.")
+  return declared
+
+
+def config_sweep(config_arg: str) -> list[dict[str, Any]]:
+  """The points declared by ``sweep(add)`` in the config file of ``config_arg``
+  (``file.py[:arg]``, as ``--config`` takes it)."""
+  path = config_arg.partition(":")[0]
+  spec = importlib.util.spec_from_file_location("dfm_declared_sweep", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not callable(getattr(module, "sweep", None)):
+    raise ValueError(f"--sweep: {path} defines no sweep(add) function; add one (configs/digits.py "
+                     "has an example) or give the points with --grid.")
+  return declared_points(module.sweep)
+
+
+def sweep_points(grid_specs: list[str], declared: list[dict[str, Any]] | None = None
+                 ) -> list[dict[str, Any]]:
+  """The points of ``--grid`` and, if given, of a declared sweep: every declared point
+  with every grid point (their product), a key in both refused."""
+  grid = parse_grid(grid_specs)
+  if declared is None:
+    return points(grid)
+  shared = sorted({key for point in declared for key in point} & {key for key, _ in grid})
+  if shared:
+    raise ValueError(f"{shared} is both in the config's sweep(add) and in --grid; give each "
+                     "field in one place.")
+  return [{**point, **extra} for point in declared for extra in points(grid)]
+
+
+def value_text(value: Any) -> str:
+  """A point's value as a folder name and ``--config.KEY=`` value: text as it is,
+  tuples without spaces, e.g. ``(7,7,1)``."""
+  return value if isinstance(value, str) else repr(value).replace(" ", "")
+
+
+def point_name(point: dict[str, Any]) -> str:
   """The point's folder name, e.g. ``dft.lam=0.01,dft.lr=0.001`` (``base``: no grid)."""
-  return ",".join(f"{k}={v}" for k, v in point.items()) or "base"
+  return ",".join(f"{k}={value_text(v)}" for k, v in point.items()) or "base"
 
 
-def configured(base: ml_collections.ConfigDict, point: dict[str, str],
+def configured(base: ml_collections.ConfigDict, point: dict[str, Any],
                seed: int) -> ml_collections.ConfigDict:
   """A locked copy of ``base`` with the point's values and ``seed``."""
   config = ml_collections.ConfigDict(base.to_dict())
-  config.update_from_flattened_dict({key: convert(base, key, text) for key, text in point.items()})
+  try:
+    config.update_from_flattened_dict({key: convert(base, key, v) for key, v in point.items()})
+  except TypeError as error:  # A declared value of the wrong type.
+    raise ValueError(f"Point {point_name(point)}: {error}") from error
   config.seed = seed
   config.lock()
   return config
 
 
-def runs_of(base: ml_collections.ConfigDict, grid: list[tuple[str, list[str]]], seeds: int,
-            experiment: str, root: Path) -> list[tuple[dict, int, Path]]:
-  """``(point, seed, workdir)`` of every run the sweep holds (``base``: the config,
-  ``grid``: ``parse_grid``'s keys and values)."""
+class Run(NamedTuple):
+  """One run of a sweep, its config checked: what every launcher takes."""
+  point: dict[str, Any]  # Config field -> value (text from --grid, or typed).
+  seed: int
+  workdir: Path  # Absolute: ROOT/<point_name>/seed<s> (a compare point: ROOT/<point_name>).
+  config: ml_collections.ConfigDict  # Locked: the base with the point and the seed.
+
+
+def plan(base: ml_collections.ConfigDict, root: Path, points_: list[dict[str, Any]], *,
+         seeds: int, experiment: str) -> list[Run]:
+  """Every run of ``points_`` x seeds, each config checked (``SECTIONS``) before any runs."""
+  if seeds < 1:
+    raise ValueError(f"--seeds must be at least 1, got {seeds}.")
   seed_list = [base.seed] if experiment == "compare" else range(base.seed, base.seed + seeds)
-  listed = []
-  for point in points(grid):
+  runs = []
+  for point in points_:
     for seed in seed_list:
-      workdir = root / point_name(point)
-      listed.append((point, seed, workdir if experiment == "compare" else workdir / f"seed{seed}"))
-  return listed
+      workdir = root.absolute() / point_name(point)
+      config = configured(base, point, seed)
+      for section in SECTIONS[experiment]:
+        check_schedule(config, section)
+      runs.append(Run(point, seed, workdir if experiment == "compare" else
+                      workdir / f"seed{seed}", config))
+  return runs
 
 
-def command(experiment: str, point: dict[str, str], seed: int, workdir: Path, *, seeds: int,
+def command(experiment: str, point: dict[str, Any], seed: int, workdir: Path, *, seeds: int,
             config_arg: str, overrides: dict[str, Any]) -> str:
   """The shell command of one run: base config and overrides, the point's, the seed."""
   parts = ["python", "-m", f"experiments.{experiment}", f"--config={config_arg}"]
   parts += [f"--config.{k}={v}" for k, v in overrides.items() if k not in point]
-  parts += [f"--config.{k}={v}" for k, v in point.items()]
+  parts += [f"--config.{k}={value_text(v)}" for k, v in point.items()]
   parts += [f"--config.seed={seed}", f"--workdir={workdir}"]
   if experiment == "compare":
     parts.append(f"--seeds={seeds}")
@@ -150,27 +230,41 @@ def base_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
   return {key: value for key, value in overrides.items() if key != "seed"}
 
 
-def sweep(base: ml_collections.ConfigDict, root: str, grid_specs: list[str], *, seeds: int,
-          experiment: str, print_commands: bool = False, config_arg: str = "",
-          overrides: dict[str, Any] | None = None) -> list[Path]:
-  """Runs (or prints) every point and seed; returns the runs' workdirs.
+def entry(run: Run, job: dict[str, Any] | None = None) -> tuple[Path, dict[str, str], int, Any]:
+  """The run as :func:`dfm.studies.manifest.record` takes it (``job``: its submitted job)."""
+  return run.workdir, {key: value_text(value) for key, value in run.point.items()}, run.seed, job
 
-  ``config_arg`` (``file.py:arg``) and the flat ``overrides`` of the base config
-  go into printed commands.
+
+Launcher = Callable[..., Any]  # launcher(runs, root, *, experiment, seeds): runs or submits.
+
+
+def run_here(runs: list[Run], root: Path, *, experiment: str, seeds: int) -> None:
+  """The ``local`` launcher: runs one after another in this process (finished runs are
+  skipped, an interrupted one resumes), recorded in the sweep's manifest first."""
+  manifest.record(root, [entry(run) for run in runs], experiment=experiment, seeds=seeds,
+                  launcher="local")
+  for index, run in enumerate(runs, 1):
+    print(f"[{index}/{len(runs)}] {point_name(run.point)} seed {run.seed}: {run.workdir}",
+          flush=True)
+    run_point(experiment, run.config, run.workdir, seeds=seeds)
+
+
+def sweep(base: ml_collections.ConfigDict, root: str, grid_specs: list[str], *, seeds: int,
+          experiment: str, declared: list[dict[str, Any]] | None = None,
+          launch: Launcher = run_here, print_commands: bool = False, config_arg: str = "",
+          overrides: dict[str, Any] | None = None) -> list[Path]:
+  """Runs, submits (``launch``) or prints every point and seed; returns the runs' workdirs.
+
+  The points are ``grid_specs``'s, times ``declared`` (a config's ``sweep(add)``) if
+  given. ``config_arg`` (``file.py:arg``) and the flat ``overrides`` of the base
+  config go into printed commands.
   """
-  if seeds < 1:
-    raise ValueError(f"--seeds must be at least 1, got {seeds}.")
-  grid = parse_grid(grid_specs)
-  listed = runs_of(base, grid, seeds, experiment, Path(root).absolute())
-  for point, seed, _ in listed:  # Every point is checked before anything runs.
-    for section in SECTIONS[experiment]:
-      check_schedule(configured(base, point, seed), section)
-  for index, (point, seed, workdir) in enumerate(listed, 1):
-    if print_commands:
-      print(command(experiment, point, seed, workdir, seeds=seeds, config_arg=config_arg,
-                    overrides=overrides or {}))
-      continue
-    config = configured(base, point, seed)
-    print(f"[{index}/{len(listed)}] {point_name(point)} seed {seed}: {workdir}", flush=True)
-    run_point(experiment, config, workdir, seeds=seeds)
-  return [workdir for _, _, workdir in listed]
+  runs = plan(base, Path(root), sweep_points(grid_specs, declared), seeds=seeds,
+              experiment=experiment)
+  if print_commands:
+    for run in runs:
+      print(command(experiment, run.point, run.seed, run.workdir, seeds=seeds,
+                    config_arg=config_arg, overrides=overrides or {}))
+  else:
+    launch(runs, Path(root).absolute(), experiment=experiment, seeds=seeds)
+  return [run.workdir for run in runs]
