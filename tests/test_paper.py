@@ -125,6 +125,23 @@ def test_compare_again_skips_finished_runs(compared, capsys):
   assert capsys.readouterr().out.count("Finished already") == 4 * SEEDS
 
 
+def test_compares_that_differ_in_dft_only_share_one_classifier(data_dir, tmp_path, capsys):
+  shared = tmp_path / "classifiers"
+  for lam in (0.01, 0.1):
+    config = _config(data_dir)
+    with config.unlocked():
+      config.dft.lam = lam
+    compare.run(config, str(tmp_path / f"lam{lam}"), seeds=1, methods=["dft"],
+                shared_classifiers=shared)
+  assert capsys.readouterr().out.count("Finished already") == 1  # The second lam's classifier.
+  [classifier] = [path.parent for path in shared.glob("*/seed0/metrics.json")]
+  assert "dft" not in json.loads((classifier / "config.json").read_text())
+  for lam in (0.01, 0.1):
+    run = json.loads((tmp_path / f"lam{lam}" / "dft" / "seed0" / "config.json").read_text())
+    assert run["classifier_dir"] == str(classifier) and run["dft"]["lam"] == lam
+    assert not (tmp_path / f"lam{lam}" / "classifier").exists()
+
+
 class _Interrupted(Exception):
   pass
 

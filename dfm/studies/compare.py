@@ -7,11 +7,21 @@ method on the target (``dft/seed<s>``, ``mft/seed<s>``, ``dft_mft/seed<s>``) and
 writes ``compare.md``, ``compare.csv`` and ``compare.json``: mean +- std over seeds,
 and the paper's claims checked seed by seed. Finished runs are skipped, interrupted ones resume.
 
+Compares that differ only in their ``dft``/``mft``/``dft_mft`` sections (the points of a
+sweep over those) can share their classifiers: with ``shared_classifiers=DIR`` each seed's
+classifier is trained once, in ``DIR/<digest of what trains it>/seed<s>``, under a file
+lock, so concurrent tasks of a cluster sweep wait for it instead of training it again.
+
 Example::
 
   comparison = run(config, "runs/paper/mnist5k-uci_digits", seeds=3)
   comparison["claims"]
 """
+import contextlib
+import fcntl
+import hashlib
+import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +50,50 @@ def seeded(config: ml_collections.ConfigDict, seed: int,
   return copy
 
 
+def classifier_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config`` without what only the methods read (``dft``, ``mft``, ``dft_mft``,
+  ``classifier_dir``): all that trains the classifier, and the config its workdir keeps."""
+  kept = {k: v for k, v in config.to_dict().items()
+          if k not in ("dft", "mft", "dft_mft", "classifier_dir")}
+  return ml_collections.ConfigDict(kept)
+
+
+def shared_classifier_dir(config: ml_collections.ConfigDict, shared: Path, seed: int) -> Path:
+  """``shared/<12 hex digits of the classifier's config>/seed<s>``: one folder per distinct
+  classifier, whatever the methods' settings."""
+  text = json.dumps(classifier_config(config).to_dict(), sort_keys=True, default=str)
+  return shared / hashlib.sha256(text.encode()).hexdigest()[:12] / f"seed{seed}"
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+  """Holds an exclusive ``flock`` on ``lock_file`` (created if missing)."""
+  lock_file.parent.mkdir(parents=True, exist_ok=True)
+  with lock_file.open("a") as handle:
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _train_classifier(config: ml_collections.ConfigDict, seed: int, root: Path,
+                      shared: Path | None) -> Path:
+  """Trains (or finds) the classifier of ``seed``; returns its workdir."""
+  print(f"== seed {seed}: classifier on {config.train.dataset}", flush=True)
+  if shared is None:
+    classifier_dir = root / "classifier" / f"seed{seed}"
+    run_once(RUNS["train_classifier"], seeded(config, seed, classifier_dir), classifier_dir)
+    return classifier_dir
+  classifier_dir = shared_classifier_dir(config, shared, seed)
+  own = classifier_config(config)
+  own.seed = seed
+  own.lock()
+  with _exclusive(classifier_dir.with_suffix(".lock")):
+    run_once(RUNS["train_classifier"], own, classifier_dir)
+  return classifier_dir
+
+
 def _check_methods(methods: list[str]) -> None:
   unknown = sorted(set(methods) - set(METHODS))
   if unknown or not methods:
@@ -48,8 +102,13 @@ def _check_methods(methods: list[str]) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
-        methods: list[str] | tuple[str, ...] = tuple(METHODS)) -> dict[str, Any]:
-  """Runs every method for every seed; writes and returns the comparison."""
+        methods: list[str] | tuple[str, ...] = tuple(METHODS),
+        shared_classifiers: Path | None = None) -> dict[str, Any]:
+  """Runs every method for every seed; writes and returns the comparison.
+
+  ``shared_classifiers``: a folder where compares with the same classifier config
+  share each seed's classifier (default: ``workdir/classifier/seed<s>``, this one's own).
+  """
   _check_methods(list(methods))
   if seeds < 1:
     raise ValueError(f"--seeds must be at least 1, got {seeds}.")
@@ -62,11 +121,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
   root = claim_workdir(workdir, config)
   results: dict[str, list[dict]] = {method: [] for method in methods}
   for seed in range(config.seed, config.seed + seeds):
-    classifier_dir = root / "classifier" / f"seed{seed}"
-    config_s = seeded(config, seed, classifier_dir if trains else None)
-    if trains:
-      print(f"== seed {seed}: classifier on {config.train.dataset}", flush=True)
-      run_once(RUNS["train_classifier"], config_s, classifier_dir)
+    classifier_dir = _train_classifier(config, seed, root, shared_classifiers) if trains else None
+    config_s = seeded(config, seed, classifier_dir)
     for method in methods:
       print(f"== seed {seed}: {METHOD_TITLES[method]}", flush=True)
       results[method].append(run_once(METHODS[method], config_s, root / method / f"seed{seed}"))

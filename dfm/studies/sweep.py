@@ -212,15 +212,17 @@ def command(experiment: str, point: dict[str, Any], seed: int, workdir: Path, *,
 def run_point(experiment: str, config: ml_collections.ConfigDict, workdir: Path, *,
               seeds: int) -> None:
   """Runs one sweep run here: the function every launcher calls for one point and seed
-  (a ``compare`` point runs its ``seeds`` itself). A finished run is skipped, an
-  interrupted one resumes from its checkpoint.
+  (a ``compare`` point runs its ``seeds`` itself, its classifiers in
+  ``ROOT/classifiers/``, shared by the points that differ only in dft/mft settings). A
+  finished run is skipped, an interrupted one resumes from its checkpoint.
 
   Example::
 
     run_point("dft", configured(base, {"dft.lam": "0.1"}, 0), Path("runs/s/p/seed0"), seeds=1)
   """
-  if experiment == "compare":
-    compare.run(config, str(workdir), seeds=seeds)
+  if experiment == "compare":  # Points that share a classifier config train it once.
+    compare.run(config, str(workdir), seeds=seeds,
+                shared_classifiers=workdir.parent / "classifiers")
   else:
     run_once(EXPERIMENTS[experiment], config, workdir)
 
