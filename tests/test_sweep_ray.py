@@ -1,0 +1,120 @@
+"""Sweeps through Ray Tune on a real local Ray runtime: ASHA's early stop, a resumed
+rerun, Optuna's search. One Ray runtime (2 CPUs) serves the session."""
+import json
+import os
+
+import jax
+import pytest
+import ray
+
+from configs.paper import intra
+from dfm.run import methods
+from dfm.studies import collect, ray_tune, sweep
+
+# The tiny classifier below: lr 0.3 keeps DFT's val accuracy at 13-15% over its 5
+# logs, lr 100 saturates every image (10.3% from the first log on).
+GOOD, BAD = "0.3", "100"
+LOGS = 5  # DFT's 5 batches of 2 updates, one log each.
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+  """A local Ray of 2 CPUs whose workers share the suite's compilation cache."""
+  cache = {"JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+  ray_tune.init_ray("", num_cpus=2, include_dashboard=False, log_to_driver=False,
+                    runtime_env={"env_vars": cache})
+  yield
+  ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def config(data_dir, tmp_path_factory):
+  """test_paper's tiny UCI digits config, its classifier trained here; DFT logs every batch."""
+  config = intra.get_config("uci_digits,runlocal")
+  with config.unlocked():
+    config.data_dir = data_dir
+    config.classifier_dir = str(tmp_path_factory.mktemp("classifier"))
+    config.checkpoint_every = config.log_every = 100  # The classifier: its end only.
+    methods.train_classifier(config, config.classifier_dir)
+    config.checkpoint_every = config.log_every = 2
+  return config
+
+
+def _runs(config, root, grid):
+  return [(point, seed, workdir, sweep.configured(config, point, seed))
+          for point, seed, workdir in sweep.runs_of(config, sweep.parse_grid(grid), 1, "dft", root)]
+
+
+def _options(**values):
+  """One trial at a time (one Ray worker process, reused): on 2 cores, more
+  at once only adds processes that import JAX."""
+  options = ray_tune.ray_options()
+  options.update({"max_concurrent_trials": 1, **values})
+  return options
+
+
+def _log(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_trials_share_a_gpu_without_preallocating(ray_runtime):
+  environ = ray.remote(lambda: dict(os.environ))
+  assert ray.get(environ.remote())["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+
+
+def test_asha_stops_a_bad_point_early_and_a_rerun_resumes_it(ray_runtime, config, tmp_path):
+  runs = _runs(config, tmp_path, [f"dft.lr={GOOD},{BAD}"])
+  good, bad = (workdir for _, _, workdir, _ in runs)
+  # One trial at a time: the good point reaches every rung first.
+  trials = ray_tune.run_on_ray(runs, root=tmp_path, experiment="dft", seeds=1,
+                               options=_options(scheduler="asha", grace_period=1))
+  assert [(t.workdir, t.finished, t.error) for t in trials] == [(good, True, None),
+                                                                (bad, False, None)]
+  assert trials[0].val_accuracy == [r["val_accuracy"] for r in _log(good)]
+  assert len(trials[0].val_accuracy) == LOGS
+  assert len(trials[1].val_accuracy) == 1 < LOGS and trials[1].val_accuracy[0] < min(
+      trials[0].val_accuracy)
+  # Stopped at its first report, after that batch's checkpoint: resumable, not collected.
+  assert [r["batch"] for r in _log(bad)] == [1] and (bad / "checkpoints" / "1").is_dir()
+  assert not (bad / "metrics.json").exists()
+  assert f"dft.lr={BAD}" not in collect.collect(str(tmp_path))
+  assert any((tmp_path / ".ray").glob("dft-*/trial_*/result.json"))
+
+  rerun = ray_tune.run_on_ray(runs, root=tmp_path, experiment="dft", seeds=1, options=_options())
+  assert [(t.finished, len(t.val_accuracy)) for t in rerun] == [(True, 1), (True, LOGS - 1)]
+  assert rerun[0].val_accuracy == trials[0].val_accuracy[-1:]  # Finished already: once.
+  assert [r["batch"] for r in _log(bad)] == list(range(1, LOGS + 1))
+  assert f"dft.lr={BAD}" in collect.collect(str(tmp_path))
+
+
+def test_optuna_searches_the_space_within_its_budget(ray_runtime, config, tmp_path):
+  runs = _runs(config, tmp_path, ["dft.lam=0.01,0.1"])
+  trials = ray_tune.run_on_ray(runs, root=tmp_path, experiment="dft", seeds=1, options=_options(
+      search="optuna", space="dft.lr=loguniform(0.01, 1)", num_samples=2))
+  assert len(trials) == 2 and all(t.finished and len(t.val_accuracy) == LOGS for t in trials)
+  for trial in trials:
+    lam, lr = trial.workdir.parent.name.split(",")
+    assert lam in ("dft.lam=0.01", "dft.lam=0.1")
+    saved = json.loads((trial.workdir / "config.json").read_text())["dft"]
+    assert f"dft.lr={saved['lr']:.6g}" == lr and 0.01 <= saved["lr"] <= 1
+
+
+def test_bad_options_are_refused_before_anything_runs(config, tmp_path):
+  runs = _runs(config, tmp_path, ["dft.lam=0.01,0.1"])
+  cases = [({"scheduler": "hyperband"}, "use one of"),
+           ({"search": "optuna"}, "give both or neither"),
+           ({"search": "optuna", "space": "dft.lr=normal(0,1)"}, "is not KEY=uniform"),
+           ({"search": "optuna", "space": "dft.lr=loguniform(0,1)"}, "0 < LOW < HIGH"),
+           ({"search": "optuna", "space": "dft.epochs=uniform(1,5)"}, "needs a float field"),
+           ({"search": "optuna", "space": "dft.lamda=uniform(0,1)"}, "not in the config"),
+           ({"search": "optuna", "space": "dft.lam=uniform(0,1)"}, "in both --grid")]
+  for values, message in cases:
+    with pytest.raises(ValueError, match=message):
+      ray_tune.run_on_ray(runs, root=tmp_path, experiment="dft", seeds=1,
+                          options=_options(**values))
+  with pytest.raises(ValueError, match="drop --seeds"):
+    ray_tune.run_on_ray(runs, root=tmp_path, experiment="dft", seeds=2,
+                        options=_options(search="optuna", space="dft.lr=uniform(0.1,1)"))
+  assert not any(tmp_path.iterdir())
