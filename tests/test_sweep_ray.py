@@ -8,7 +8,7 @@ import pytest
 import ray
 
 from configs.paper import intra
-from dfm.run import methods
+from dfm.run import methods, progress
 from dfm.studies import collect, ray_tune, sweep
 
 # The tiny classifier below: lr 0.3 keeps DFT's val accuracy at 13-15% over its 5
@@ -59,6 +59,17 @@ def _log(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_progress_goes_to_the_innermost_listener_only():
+  heard = []
+  progress.report({"batch": 0})  # No listener: nothing happens.
+  with progress.reporting(lambda record: heard.append(("outer", record["batch"]))):
+    with progress.reporting(lambda record: heard.append(("inner", record["batch"]))):
+      progress.report({"batch": 1})
+    progress.report({"batch": 2})
+  progress.report({"batch": 3})
+  assert heard == [("inner", 1), ("outer", 2)]
+
+
 def test_trials_share_a_gpu_without_preallocating(ray_runtime):
   environ = ray.remote(lambda: dict(os.environ))
   assert ray.get(environ.remote())["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
@@ -104,6 +115,7 @@ def test_optuna_searches_the_space_within_its_budget(ray_runtime, config, tmp_pa
 def test_bad_options_are_refused_before_anything_runs(config, tmp_path):
   runs = _runs(config, tmp_path, ["dft.lam=0.01,0.1"])
   cases = [({"scheduler": "hyperband"}, "use one of"),
+           ({"scheduler": "asha", "reduction_factor": 1}, "at least 2"),
            ({"search": "optuna"}, "give both or neither"),
            ({"search": "optuna", "space": "dft.lr=normal(0,1)"}, "is not KEY=uniform"),
            ({"search": "optuna", "space": "dft.lr=loguniform(0,1)"}, "0 < LOW < HIGH"),

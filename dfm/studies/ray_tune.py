@@ -86,6 +86,9 @@ def _check(options: ml_collections.ConfigDict, runs: list[Run], seeds: int) -> N
                      f"use one of {SCHEDULERS} and one of {SEARCHES}.")
   if bool(options.search) != bool(options.space):
     raise ValueError("--ray.search=optuna and --ray.space go together: give both or neither.")
+  if min(options.grace_period, options.num_samples) < 1 or options.reduction_factor < 2:
+    raise ValueError("--ray.grace_period and --ray.num_samples must be at least 1, "
+                     "--ray.reduction_factor at least 2.")
   if options.search and seeds > 1:
     raise ValueError("--ray.search samples one seed per trial; drop --seeds.")
   if not runs:
@@ -149,8 +152,9 @@ def _import_ray() -> Any:
 def init_ray(address: str = "", **kwargs: Any) -> None:
   """Starts Ray here (``address`` ``""``) or joins the cluster at ``address``, with
   :data:`TRIAL_ENV` (and ``kwargs``' ``runtime_env`` variables) in every worker."""
-  env = {**TRIAL_ENV, **kwargs.pop("runtime_env", {}).get("env_vars", {})}
-  _import_ray().init(address=address or None, runtime_env={"env_vars": env}, **kwargs)
+  runtime_env = dict(kwargs.pop("runtime_env", {}))
+  runtime_env["env_vars"] = {**TRIAL_ENV, **runtime_env.get("env_vars", {})}
+  _import_ray().init(address=address or None, runtime_env=runtime_env, **kwargs)
 
 
 @contextlib.contextmanager
@@ -238,6 +242,7 @@ def run_on_ray(runs: list[Run], *, root: Path, experiment: str, seeds: int,
     run_on_ray(runs, root=root, experiment="dft", seeds=1, options=ray_options())
   """
   _check(options, runs, seeds)
+  root = Path(root).absolute()
   space = parse_space(options.space, runs[0][3])
   if overlap := set(space) & set(runs[0][0]):
     raise ValueError(f"{sorted(overlap)} in both --grid and --ray.space: keep each key in one.")
