@@ -1,11 +1,12 @@
-"""Sweeps through Ray Tune on a real local Ray runtime: ASHA's early stop, a resumed
-rerun, Optuna's search. One Ray runtime (2 CPUs) serves the session."""
+"""Sweeps through Ray Tune on a real local Ray runtime: ASHA's early stop and the
+stopped run's resume, Optuna's search. One Ray runtime (2 CPUs) serves the session."""
 import json
-import os
+from pathlib import Path
 
 import jax
 import pytest
 import ray
+from ray import tune
 
 from configs.paper import intra
 from dfm.run import methods, progress
@@ -23,8 +24,11 @@ def ray_runtime():
   cache = {"JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir or "",
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
+  # No idle workers started ahead: trials need workers with this job's environment.
   ray_tune.init_ray("", num_cpus=2, include_dashboard=False, log_to_driver=False,
-                    runtime_env={"env_vars": cache})
+                    runtime_env={"env_vars": cache},
+                    _system_config={"enable_worker_prestart": False,
+                                    "prestart_worker_first_driver": False})
   yield
   ray.shutdown()
 
@@ -70,12 +74,13 @@ def test_progress_goes_to_the_innermost_listener_only():
   assert heard == [("inner", 1), ("outer", 2)]
 
 
-def test_trials_share_a_gpu_without_preallocating(ray_runtime):
-  environ = ray.remote(lambda: dict(os.environ))
-  assert ray.get(environ.remote())["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+def test_every_worker_gets_the_trial_environment(ray_runtime):
+  env = ray.get_runtime_context().runtime_env["env_vars"]  # Every worker's of this job.
+  assert env["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and "JAX_COMPILATION_CACHE_DIR" in env
 
 
-def test_asha_stops_a_bad_point_early_and_a_rerun_resumes_it(ray_runtime, config, tmp_path):
+def test_asha_stops_a_bad_point_early_and_its_trial_resumes_it(ray_runtime, config, tmp_path,
+                                                                monkeypatch):
   runs = _runs(config, tmp_path, [f"dft.lr={GOOD},{BAD}"])
   good, bad = (workdir for _, _, workdir, _ in runs)
   # One trial at a time: the good point reaches every rung first.
@@ -93,9 +98,17 @@ def test_asha_stops_a_bad_point_early_and_a_rerun_resumes_it(ray_runtime, config
   assert f"dft.lr={BAD}" not in collect.collect(str(tmp_path))
   assert any((tmp_path / ".ray").glob("dft-*/trial_*/result.json"))
 
-  rerun = ray_tune.run_on_ray(runs, root=tmp_path, experiment="dft", seeds=1, options=_options())
-  assert [(t.finished, len(t.val_accuracy)) for t in rerun] == [(True, 1), (True, LOGS - 1)]
-  assert rerun[0].val_accuracy == trials[0].val_accuracy[-1:]  # Finished already: once.
+  # Both trials again, here (a Ray rerun costs a worker importing JAX), Tune's report
+  # caught: the finished point reports its result once, the stopped one resumes.
+  heard = []
+  monkeypatch.setattr(tune, "report", heard.append)
+  table = ray_tune.trial_table(runs)
+  for name in table:
+    ray_tune.trial({"run": name}, table=table, root=tmp_path, experiment="dft", seeds=1,
+                   launch_dir=Path.cwd())
+  assert [(r["run"], r.get("batch")) for r in heard] == [
+      (f"dft.lr={GOOD}", None), *((f"dft.lr={BAD}", batch) for batch in range(2, LOGS + 1))]
+  assert heard[0]["val_accuracy"] == trials[0].val_accuracy[-1]
   assert [r["batch"] for r in _log(bad)] == list(range(1, LOGS + 1))
   assert f"dft.lr={BAD}" in collect.collect(str(tmp_path))
 
@@ -129,4 +142,7 @@ def test_bad_options_are_refused_before_anything_runs(config, tmp_path):
   with pytest.raises(ValueError, match="drop --seeds"):
     ray_tune.run_on_ray(runs, root=tmp_path, experiment="dft", seeds=2,
                         options=_options(search="optuna", space="dft.lr=uniform(0.1,1)"))
+  with pytest.raises(ValueError, match="cannot rank"):
+    ray_tune.run_on_ray(runs, root=tmp_path, experiment="compare", seeds=1,
+                        options=_options(scheduler="asha"))
   assert not any(tmp_path.iterdir())

@@ -80,7 +80,8 @@ def parse_space(text: str, config: ml_collections.ConfigDict) -> dict[str, tuple
   return space
 
 
-def _check(options: ml_collections.ConfigDict, runs: list[Run], seeds: int) -> None:
+def _check(options: ml_collections.ConfigDict, runs: list[Run], seeds: int,
+           experiment: str) -> None:
   if options.scheduler not in SCHEDULERS or options.search not in SEARCHES:
     raise ValueError(f"--ray.scheduler={options.scheduler!r}, --ray.search={options.search!r}: "
                      f"use one of {SCHEDULERS} and one of {SEARCHES}.")
@@ -89,6 +90,9 @@ def _check(options: ml_collections.ConfigDict, runs: list[Run], seeds: int) -> N
   if min(options.grace_period, options.num_samples) < 1 or options.reduction_factor < 2:
     raise ValueError("--ray.grace_period and --ray.num_samples must be at least 1, "
                      "--ray.reduction_factor at least 2.")
+  if experiment == "compare" and (options.search or options.scheduler != "fifo"):
+    raise ValueError("A compare reports each method's phases in turn, which ASHA or a search "
+                     "cannot rank: sweep --experiment=dft (mft, dft_mft) for those.")
   if options.search and seeds > 1:
     raise ValueError("--ray.search samples one seed per trial; drop --seeds.")
   if not runs:
@@ -114,6 +118,12 @@ def _finished_accuracy(workdir: Path) -> float | None:
   path = workdir / "metrics.json"
   results = json.loads(path.read_text()) if path.is_file() else {}
   return results.get("val", {}).get("after", {}).get("accuracy")
+
+
+def trial_table(runs: list[Run]) -> dict[str, Run]:
+  """The runs by the name a trial gets, e.g. ``dft.lam=0.1/seed0``."""
+  return {f"{point_name(point)}/seed{seed}": (point, seed, workdir, config)
+          for point, seed, workdir, config in runs}
 
 
 def trial(params: dict[str, Any], *, table: dict[str, Run], root: Path, experiment: str,
@@ -241,12 +251,12 @@ def run_on_ray(runs: list[Run], *, root: Path, experiment: str, seeds: int,
     runs = [(p, s, w, configured(base, p, s)) for p, s, w in runs_of(base, grid, 1, "dft", root)]
     run_on_ray(runs, root=root, experiment="dft", seeds=1, options=ray_options())
   """
-  _check(options, runs, seeds)
+  _check(options, runs, seeds, experiment)
   root = Path(root).absolute()
   space = parse_space(options.space, runs[0][3])
   if overlap := set(space) & set(runs[0][0]):
     raise ValueError(f"{sorted(overlap)} in both --grid and --ray.space: keep each key in one.")
-  table = {f"{point_name(run[0])}/seed{run[1]}": run for run in runs}
+  table = trial_table(runs)
   with _connected(options.address):
     from ray import tune  # pylint: disable=import-outside-toplevel
     trainable = tune.with_resources(
