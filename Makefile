@@ -24,10 +24,10 @@ $(VENV)/.installed: pyproject.toml
 	@echo "$(VENV) is ready. For README's other commands: source $(VENV)/bin/activate"
 
 # The optional model runtimes the tests also cover: Keras 3 (kind=keras) and PyTorch 2.13
-# (the ONNX export route, the speed reference).
+# (the ONNX export route, the speed reference); the cluster launchers (submitit, Ray Tune, Optuna).
 $(VENV)/.extras: $(VENV)/.installed
-	@echo "Adding the optional extras: Keras 3 and PyTorch 2.13 (the CPU wheel here)."
-	$(VENV)/bin/pip install -q --no-compile -e '.[test,keras,bench]'
+	@echo "Adding the optional extras: Keras 3, PyTorch 2.13 (the CPU wheel here), submitit, Ray Tune, Optuna."
+	$(VENV)/bin/pip install -q --no-compile -e '.[test,keras,bench,cluster]'
 	touch $@
 
 demo: $(VENV)/.installed

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from dfm.run import checkpoint
+from dfm.run import checkpoint, progress
 
 Update = Callable[[Any, dict], tuple[Any, dict]]
 Record = dict[str, Any]
@@ -109,6 +109,8 @@ def _after_batch(state: Any, metrics: dict, done: int, records: list[Record], *,
     _append(log_file, records[-1])
   if save_now:
     checkpoint.save(mngr, done, state, batches.get_state())
+  if log_now:
+    progress.report(records[-1])  # After the checkpoint: a listener may end the run.
   return state
 
 
@@ -190,7 +192,8 @@ def run_loop(
     mngr: where checkpoints go; the step number is the count of batches done.
     total_batches: batches in the whole run.
     checkpoint_every, log_every: cadence in batches (the last batch always counts).
-    log_file: JSONL file that gets one record of metrics per log.
+    log_file: JSONL file that gets one record of metrics per log (each also goes to
+      :func:`dfm.run.progress.report`, after that batch's checkpoint).
     on_batches_done: optional ``fn(state, done) -> (state, extra metrics)`` called
       at log time (e.g. validation accuracy; query-only DFT also counts its queries
       and keeps the best noise in the state).
