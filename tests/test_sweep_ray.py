@@ -47,8 +47,7 @@ def config(data_dir, tmp_path_factory):
 
 
 def _runs(config, root, grid):
-  return [(point, seed, workdir, sweep.configured(config, point, seed))
-          for point, seed, workdir in sweep.runs_of(config, sweep.parse_grid(grid), 1, "dft", root)]
+  return sweep.plan(config, root, sweep.points(sweep.parse_grid(grid)), seeds=1, experiment="dft")
 
 
 def _options(**values):

@@ -27,10 +27,8 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from dfm.run import progress
-from dfm.run.checks import check_schedule
-from dfm.studies.sweep import SECTIONS, configured, convert, point_name, run_point, runs_of
+from dfm.studies.sweep import Run, convert, plan, point_name, run_point
 
-Run = tuple[dict[str, str], int, Path, ml_collections.ConfigDict]
 METRIC = "val_accuracy"
 # Every trial's environment: JAX allocates GPU memory as it needs it, so several
 # trials (--ray.gpus_per_trial below 1) share a GPU.
@@ -101,16 +99,11 @@ def _check(options: ml_collections.ConfigDict, runs: list[Run], seeds: int,
 
 def _sampled(run: Run, values: dict[str, float], root: Path, experiment: str) -> Run:
   """The run of a search's trial: ``run``'s point plus the sampled ``values``
-  (6 significant digits, the text of the folder and of the config)."""
-  point, seed, _, config = run
-  texts = {key: f"{value:.6g}" for key, value in values.items()}
-  merged = {**point, **texts}
-  [(_, _, workdir)] = runs_of(config, [(key, [text]) for key, text in merged.items()], 1,
-                              experiment, root)
-  sampled = configured(config, texts, seed)
-  for section in SECTIONS[experiment]:
-    check_schedule(sampled, section)
-  return merged, seed, workdir, sampled
+  (6 significant digits, the text of the folder and of the config), checked."""
+  point, _, _, config = run
+  merged = {**point, **{key: f"{value:.6g}" for key, value in values.items()}}
+  [sampled] = plan(config, root, [merged], seeds=1, experiment=experiment)
+  return sampled
 
 
 def _finished_accuracy(workdir: Path) -> float | None:
@@ -248,7 +241,7 @@ def run_on_ray(runs: list[Run], *, root: Path, experiment: str, seeds: int,
 
   Example::
 
-    runs = [(p, s, w, configured(base, p, s)) for p, s, w in runs_of(base, grid, 1, "dft", root)]
+    runs = plan(base, root, points(parse_grid(["dft.lam=0.01,0.1"])), seeds=1, experiment="dft")
     run_on_ray(runs, root=root, experiment="dft", seeds=1, options=ray_options())
   """
   _check(options, runs, seeds, experiment)
