@@ -13,39 +13,58 @@ from ml_collections import config_flags
 from dfm import data, models
 from dfm.dft import init_stacked_state, init_state, make_stacked_update_step, make_update_step
 from dfm.optim import make_optimizer
-from dfm.run import loop, methods, phases
+from dfm.run import checkpoint, loop, methods, phases
 from dfm.run.checks import check_schedule
+from dfm.run.evaluate import evaluate_split, make_eval_step
 from dfm.run.settings import settings_of
 from dfm.studies.collect import find_runs
-from tests.test_experiments import (REPO, _dft_config, _interrupt_after, _Interrupted,  # noqa: F401
-                                    classifier_dir)
+from tests.test_experiments import REPO, _config, _dft_config, _interrupt_after, _Interrupted
 
 # K = 3 learning rates in the run; lam varies too in the step's own test.
 LAMS, LRS = (0.01,), (0.1, 0.3, 1.0)
 NAMES = ["dft.lam=0.01,dft.lr=0.1", "dft.lam=0.01,dft.lr=0.3", "dft.lam=0.01,dft.lr=1.0"]
 
 
-def _k_config(data_dir, classifier_dir):
-  config = _dft_config(data_dir, classifier_dir, lams=LAMS, lrs=LRS)
+@pytest.fixture(scope="module")
+def classifier_dir(data_dir, tmp_path_factory):
+  """A runlocal classifier trained on the small uci_digits (DFT's target too): quick."""
+  config = _config("mnist5k", data_dir=data_dir)
+  config.train.dataset = "uci_digits"
+  workdir = tmp_path_factory.mktemp("classifier")
+  methods.train_classifier(config, str(workdir))
+  return str(workdir)
+
+
+def _k_config(data_dir, classifier_dir, **dft):
+  """5 batches of 2 updates; checkpoints after batches 2, 4 and 5, validation after 5."""
+  config = _dft_config(data_dir, classifier_dir, lams=LAMS, lrs=LRS, **dft)
   with config.unlocked():
-    config.log_every = 4  # Validation after batches 2, 4 and 5 (the last).
+    config.checkpoint_every, config.log_every = 4, 10
   return config
 
 
 @pytest.fixture(scope="module")
 def k_run(data_dir, classifier_dir, tmp_path_factory):
-  """``(workdir, results)`` of one finished run of the 3 settings."""
+  """``(workdir, results)`` of a run of the 3 settings, interrupted in batch 4 (after the
+  checkpoint of batch 2) and resumed."""
   workdir = tmp_path_factory.mktemp("k_run")
-  return workdir, methods.dft(_k_config(data_dir, classifier_dir), str(workdir))
+  config = _k_config(data_dir, classifier_dir)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(loop, "run_loop", _interrupt_after(3, loop.run_loop))
+    with pytest.raises(_Interrupted):
+      methods.dft(config, str(workdir))
+  assert checkpoint.manager(workdir / "checkpoints").latest_step() == 2
+  assert not (workdir / NAMES[0] / "noise.npy").exists()
+  return workdir, methods.dft(config, str(workdir))
 
 
 def test_the_stacked_step_equals_k_separate_steps():
-  """Three (lam, lr) settings, cosine Adam, three steps on a tiny VGG: the vmapped
-  step's noises and metrics equal each setting's own step."""
-  shape, settings = (12, 12, 1), [(0.01, 0.1), (0.1, 0.3), (1.0, 0.03)]
-  module = models.VGG(blocks=((4,), (8,)), dense=(16,), num_classes=3)
-  apply_fn, params = models.make_apply_fn(module), models.init_params(module, shape, seed=0)
+  """Three (lam, lr) settings, cosine Adam, three steps of a small model: the vmapped
+  step's noises and metrics equal each setting's own step (the runs below use a VGG)."""
+  shape, settings = (6, 6, 1), [(0.01, 0.1), (0.1, 0.3), (1.0, 0.03)]
   rng = np.random.default_rng(0)
+  params = jnp.asarray(rng.normal(size=(36, 3)), jnp.float32)
+  apply_fn = lambda params, images: jnp.tanh(images.reshape(len(images), -1) @ params)
   batch = {"image": jnp.asarray(rng.uniform(size=(16, *shape)), jnp.float32),
            "label": jnp.asarray(rng.integers(0, 3, 16), jnp.int32)}
   optimizer_of = lambda lr: make_optimizer("adam", lr, schedule="cosine", total_steps=3)
@@ -54,11 +73,12 @@ def test_the_stacked_step_equals_k_separate_steps():
   state = init_stacked_state(jnp.zeros(shape), optimizer_of, lrs)
   for _ in range(3):
     state, metrics = step(state, params, batch)
+  alone = jax.jit(lambda state, lam, lr: make_update_step(apply_fn, optimizer_of(lr), lam=lam)(
+      state, params, batch))
   for k, (lam, lr) in enumerate(settings):
-    alone = jax.jit(make_update_step(apply_fn, optimizer_of(lr), lam=lam))
     single = init_state(jnp.zeros(shape), optimizer_of(lr))
     for _ in range(3):
-      single, single_metrics = alone(single, params, batch)
+      single, single_metrics = alone(single, lam, lr)
     np.testing.assert_allclose(state["noise"][k], single["noise"], atol=1e-5)
     for name, value in single_metrics.items():
       np.testing.assert_allclose(metrics[name][k], value, rtol=1e-4, atol=1e-6)
@@ -78,13 +98,13 @@ def _log(path: Path) -> list[dict]:
           for line in path.read_text().splitlines()]
 
 
-def test_settings_are_named_and_configured_as_separate_runs(data_dir, classifier_dir):
-  config = _k_config(data_dir, classifier_dir)
+def test_settings_are_named_and_configured_as_separate_runs():
+  config = _k_config("data", "runs/classifier")
   settings = settings_of(config)
   assert [s.name for s in settings] == NAMES
-  single = _dft_config(data_dir, classifier_dir, lam=0.01, lr=0.3)
+  single = _dft_config("data", "runs/classifier", lam=0.01, lr=0.3)
   with single.unlocked():
-    single.log_every = 4
+    single.checkpoint_every, single.log_every = 4, 10
   assert settings[1].config.to_json(sort_keys=True) == single.to_json(sort_keys=True)
   with config.unlocked():
     config.dft.update(lams=(), lrs=(0.1, 0.3))
@@ -99,9 +119,10 @@ def test_one_checkpoint_and_a_folder_per_setting(k_run):
   assert sorted(p.name for p in root.iterdir()) == sorted(
       ["checkpoints", "config.json", "metrics.json", "metrics.jsonl", *NAMES])
   assert sorted(int(p.name) for p in (root / "checkpoints").iterdir()) == [4, 5]
+  assert [json.loads(line)["batch"] for line in (root / "metrics.jsonl").open()] == [5]
   for name in NAMES:
-    assert sorted(p.name for p in (root / name).iterdir()) >= [
-        "config.json", "metrics.json", "metrics.jsonl", "noise.npy", "noise.png", "report.md"]
+    assert {p.name for p in (root / name).iterdir()} >= {
+        "config.json", "metrics.json", "metrics.jsonl", "noise.npy", "noise.png", "report.md"}
   assert list(results["settings"]) == NAMES
   assert json.loads((root / "metrics.json").read_text()) == results
   record = json.loads((root / "metrics.jsonl").read_text().splitlines()[-1])
@@ -112,52 +133,26 @@ def test_one_checkpoint_and_a_folder_per_setting(k_run):
 
 
 def test_each_setting_equals_its_separate_run(data_dir, classifier_dir, k_run, tmp_path):
-  """Noise (atol 1e-5) and training log of every setting; metrics.json of the last."""
+  """Noise (atol 1e-5), training log and final accuracies of every setting, though the
+  K run was interrupted and resumed."""
   root, _ = k_run
   config = _k_config(data_dir, classifier_dir)
   apply_fn, params, sources = _frozen(config)
-  *fitted, last = settings_of(config)
-  for setting in fitted:
-    (tmp_path / setting.name).mkdir()
-    np.save(tmp_path / setting.name / "noise.npy", phases.fit_noise(
-        setting.config, setting.config.dft, apply_fn, params, sources, tmp_path / setting.name))
-  separate = methods.dft(last.config, str(tmp_path / last.name))
-  for name in NAMES:
-    np.testing.assert_allclose(np.load(root / name / "noise.npy"),
-                               np.load(tmp_path / name / "noise.npy"), atol=1e-5)
-    together, alone = _log(root / name / "metrics.jsonl"), _log(tmp_path / name / "metrics.jsonl")
-    assert [list(r) for r in together] == [list(r) for r in alone]
-    for a, b in zip(together, alone):
+  eval_step = make_eval_step(apply_fn)
+  for setting in settings_of(config):
+    alone = tmp_path / setting.name
+    alone.mkdir()
+    noise = phases.fit_noise(setting.config, setting.config.dft, apply_fn, params, sources, alone)
+    np.testing.assert_allclose(np.load(root / setting.name / "noise.npy"), noise, atol=1e-5)
+    together, separate = _log(root / setting.name / "metrics.jsonl"), _log(alone / "metrics.jsonl")
+    assert [list(r) for r in together] == [list(r) for r in separate]
+    for a, b in zip(together, separate):
       np.testing.assert_allclose(list(a.values()), list(b.values()), rtol=1e-4, atol=1e-6)
-  _assert_close(json.loads((root / last.name / "metrics.json").read_text()), separate)
-
-
-def _assert_close(a, b) -> None:
-  """Nested results equal: strings exactly, numbers to rtol 1e-4."""
-  if isinstance(a, dict):
-    assert a.keys() == b.keys()
-    for key in a:
-      _assert_close(a[key], b[key])
-  elif isinstance(a, str):
-    assert a == b
-  else:
-    np.testing.assert_allclose(a, b, rtol=1e-4)
-
-
-def test_interrupted_k_run_resumes_to_the_same_noises(data_dir, classifier_dir, k_run, tmp_path,
-                                                      monkeypatch):
-  root, _ = k_run
-  config = _k_config(data_dir, classifier_dir)
-  apply_fn, params, sources = _frozen(config)
-  settings = [(s.lam, s.lr) for s in settings_of(config)]
-  with monkeypatch.context() as patch:
-    patch.setattr(loop, "run_loop", _interrupt_after(3, loop.run_loop))
-    with pytest.raises(_Interrupted):
-      phases.fit_noises(config, settings, apply_fn, params, sources, tmp_path)
-  noises, records = phases.fit_noises(config, settings, apply_fn, params, sources, tmp_path)
-  for k, name in enumerate(NAMES):
-    np.testing.assert_array_equal(noises[k], np.load(root / name / "noise.npy"))
-  assert [r["batch"] for r in records] == [2, 4, 5]
+    results = json.loads((root / setting.name / "metrics.json").read_text())
+    for split, written in (("test", results["after"]), ("validation", results["val"]["after"])):
+      expected = evaluate_split(eval_step, params, noise, sources[split], config)
+      assert written["accuracy"] == expected["accuracy"]
+      assert written["psnr_db"] == pytest.approx(expected["psnr_db"], rel=1e-4)
 
 
 def test_collect_reads_the_settings_as_separate_runs(k_run):

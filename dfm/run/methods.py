@@ -88,13 +88,13 @@ def dft_settings(config: ml_collections.ConfigDict, workdir: str, apply_fn: Appl
   folders = [claim_workdir(str(root / setting.name), setting.config) for setting in settings]
   noises, records = fit_noises(config, [(s.lam, s.lr) for s in settings], apply_fn, params,
                                sources, root)
-  index = {}
+  eval_step, index = make_eval_step(apply_fn, transform=config.dft.transform), {}
   for k, (setting, folder) in enumerate(zip(settings, folders)):
     (folder / "metrics.jsonl").write_text(
         "".join(json.dumps(record) + "\n" for record in setting_records(records, k)))
     results = write_results(folder, setting.config, method="dft", dataset=config.dft.dataset,
-                            eval_step=make_eval_step(apply_fn, transform=config.dft.transform),
-                            transform=config.dft.transform, before=(params, None),
+                            eval_step=eval_step, transform=config.dft.transform,
+                            before=(params, None),
                             after=(params, noises[k]), sources=sources)
     index[setting.name] = {"k": k, "lam": setting.lam, "lr": setting.lr,
                            "val_accuracy": results["val"]["after"]["accuracy"],
