@@ -9,6 +9,10 @@ constants, never seen by the optimizer. Batches are :class:`dfm.types.Batch`.
 The white-box step draws no random numbers, so the state holds no RNG key: a
 run's only randomness is the shuffle order, a pure function of (seed, epoch),
 and the input pipeline's position is checkpointed beside the state.
+
+K settings (lam, lr) train at once with :func:`make_stacked_update_step`: the
+state stacked on a leading axis of size K (:func:`init_stacked_state`), the step
+``jax.vmap``-ped over it, every setting fed the same batch.
 """
 import functools
 from collections.abc import Callable

@@ -13,6 +13,7 @@ from ml_collections import config_flags
 from dfm import data, models
 from dfm.dft import init_stacked_state, init_state, make_stacked_update_step, make_update_step
 from dfm.optim import make_optimizer
+from dfm.parallel import place, select_step
 from dfm.run import checkpoint, loop, methods, phases
 from dfm.run.checks import check_schedule
 from dfm.run.evaluate import evaluate_split, make_eval_step
@@ -58,25 +59,41 @@ def k_run(data_dir, classifier_dir, tmp_path_factory):
   return workdir, methods.dft(config, str(workdir))
 
 
-def test_the_stacked_step_equals_k_separate_steps():
-  """Three (lam, lr) settings, cosine Adam, three steps of a small model: the vmapped
-  step's noises and metrics equal each setting's own step (the runs below use a VGG)."""
-  shape, settings = (6, 6, 1), [(0.01, 0.1), (0.1, 0.3), (1.0, 0.03)]
+SHAPE, SETTINGS = (6, 6, 1), [(0.01, 0.1), (0.1, 0.3), (1.0, 0.03)]
+
+
+@pytest.fixture(scope="module")
+def small():
+  """``(apply_fn, params, batch, optimizer_of)``: a small model, its batch, cosine Adam."""
   rng = np.random.default_rng(0)
   params = jnp.asarray(rng.normal(size=(36, 3)), jnp.float32)
   apply_fn = lambda params, images: jnp.tanh(images.reshape(len(images), -1) @ params)
-  batch = {"image": jnp.asarray(rng.uniform(size=(16, *shape)), jnp.float32),
-           "label": jnp.asarray(rng.integers(0, 3, 16), jnp.int32)}
-  optimizer_of = lambda lr: make_optimizer("adam", lr, schedule="cosine", total_steps=3)
-  lams, lrs = (jnp.asarray(v) for v in zip(*settings))
-  step = jax.jit(make_stacked_update_step(apply_fn, optimizer_of, lams=lams, lrs=lrs))
-  state = init_stacked_state(jnp.zeros(shape), optimizer_of, lrs)
-  for _ in range(3):
-    state, metrics = step(state, params, batch)
+  batch = {"image": rng.uniform(size=(16, *SHAPE)).astype(np.float32),
+           "label": rng.integers(0, 3, 16).astype(np.int32)}
+  return apply_fn, params, batch, lambda lr: make_optimizer("adam", lr, schedule="cosine",
+                                                            total_steps=3)
+
+
+def _stacked_steps(small, mode: str = "single", steps: int = 3) -> tuple[dict, dict]:
+  apply_fn, params, batch, optimizer_of = small
+  lams, lrs = (jnp.asarray(v) for v in zip(*SETTINGS))
+  step = select_step(mode, lambda axis: make_stacked_update_step(
+      apply_fn, optimizer_of, lams=lams, lrs=lrs, axis_name=axis))
+  state = place(init_stacked_state(jnp.zeros(SHAPE), optimizer_of, lrs), mode)
+  for _ in range(steps):
+    state, metrics = step(state, place(params, mode), batch)
+  return state, metrics
+
+
+def test_the_stacked_step_equals_k_separate_steps(small):
+  """Three (lam, lr) settings, three steps of a small model: the vmapped step's noises
+  and metrics equal each setting's own step (the runs below use a VGG)."""
+  apply_fn, params, batch, optimizer_of = small
+  state, metrics = _stacked_steps(small)
   alone = jax.jit(lambda state, lam, lr: make_update_step(apply_fn, optimizer_of(lr), lam=lam)(
       state, params, batch))
-  for k, (lam, lr) in enumerate(settings):
-    single = init_state(jnp.zeros(shape), optimizer_of(lr))
+  for k, (lam, lr) in enumerate(SETTINGS):
+    single = init_state(jnp.zeros(SHAPE), optimizer_of(lr))
     for _ in range(3):
       single, single_metrics = alone(single, lam, lr)
     np.testing.assert_allclose(state["noise"][k], single["noise"], atol=1e-5)
@@ -84,7 +101,15 @@ def test_the_stacked_step_equals_k_separate_steps():
       np.testing.assert_allclose(metrics[name][k], value, rtol=1e-4, atol=1e-6)
   assert int(state["step"][0]) == 3
   with pytest.raises(ValueError, match="one lam and one lr per setting"):
-    make_stacked_update_step(apply_fn, optimizer_of, lams=lams, lrs=lrs[:2])
+    make_stacked_update_step(apply_fn, optimizer_of, lams=jnp.ones(3), lrs=jnp.ones(2))
+
+
+@pytest.mark.parametrize("mode", ["sharded", "pmap"])
+def test_the_stacked_step_runs_data_parallel(small, mode):
+  """Over the 4 simulated devices, batch split: the noises of one device."""
+  single, _ = _stacked_steps(small, steps=2)
+  parallel, _ = _stacked_steps(small, mode, steps=2)
+  np.testing.assert_allclose(parallel["noise"], single["noise"], atol=1e-6)
 
 
 def _frozen(config):

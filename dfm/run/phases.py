@@ -4,7 +4,8 @@ Each phase runs the resumable :func:`dfm.run.loop.run_loop` in its own directory
 (``checkpoints/`` and ``metrics.jsonl``), logging validation accuracy as it goes.
 White-box and query-only DFT share one noise phase (:func:`_noise_phase`): the
 same schedule, the ``updates_per_batch`` steps on each batch, the cadences; only
-the step (autodiff or estimates) and what is logged at validation differ. A
+the step (autodiff or estimates) and what is logged at validation differ.
+:func:`fit_noises` trains K white-box settings at once on one pass of the data. A
 finished phase restored from its last checkpoint costs no training, which is how
 DFT+MFT resumes a round in the middle.
 """
