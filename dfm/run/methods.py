@@ -94,8 +94,7 @@ def dft_settings(config: ml_collections.ConfigDict, workdir: str, apply_fn: Appl
         "".join(json.dumps(record) + "\n" for record in setting_records(records, k)))
     results = write_results(folder, setting.config, method="dft", dataset=config.dft.dataset,
                             eval_step=eval_step, transform=config.dft.transform,
-                            before=(params, None),
-                            after=(params, noises[k]), sources=sources)
+                            before=(params, None), after=(params, noises[k]), sources=sources)
     index[setting.name] = {"k": k, "lam": setting.lam, "lr": setting.lr,
                            "val_accuracy": results["val"]["after"]["accuracy"],
                            "test_accuracy": results["after"]["accuracy"]}

@@ -29,8 +29,8 @@ from dfm.optim import make_optimizer
 from dfm.query import (SpentTally, TrueGradient, init_query_state, keep_best,
                        make_black_box_eval_step, make_budget_stop, make_query_step, with_ledger)
 from dfm.run import checkpoint, loop
-from dfm.run.settings import per_setting_metrics
 from dfm.run.evaluate import EvalStep, evaluate_split, make_eval_step
+from dfm.run.settings import per_setting_metrics
 from dfm.transform import resize_noise
 from dfm.types import ApplyFn, QueryState
 from dfm.xla import compiler_options
@@ -160,9 +160,9 @@ def fit_noises(config: ml_collections.ConfigDict, settings: list[tuple[float, fl
 
   def validation(state: Any, done: int) -> tuple[Any, dict[str, float]]:
     del done
-    return state, {f"val_accuracy_k{k}": evaluate_split(
-        eval_step, params, state["noise"][k], sources["validation"], config)["accuracy"]
-                   for k in range(len(settings))}
+    accuracies = [evaluate_split(eval_step, params, state["noise"][k], sources["validation"],
+                                 config)["accuracy"] for k in range(len(settings))]
+    return state, per_setting_metrics({"val_accuracy": accuracies})
 
   state, records = _noise_phase(config, schedule, state, lambda s, b: step(s, params, b),
                                 batches, total_batches, run_dir, on_batches_done=validation)

@@ -48,14 +48,15 @@ def settings_of(config: ml_collections.ConfigDict) -> list[Setting]:
   """The K settings of ``config``: each ``(lam, lr)`` of ``lams`` x ``lrs``, in order."""
   lams = tuple(config.dft.get("lams", ())) or (config.dft.lam,)
   lrs = tuple(config.dft.get("lrs", ())) or (config.dft.lr,)
-  listed = []
-  for lam in map(float, lams):
-    for lr in map(float, lrs):
-      parts = [f"dft.{key}={value!r}" for key, field, value in (("lam", "lams", lam),
-                                                                ("lr", "lrs", lr))
-               if config.dft.get(field, ())]
-      listed.append(Setting(",".join(parts), lam, lr, _single(config, lam, lr)))
-  return listed
+  return [Setting(_name(config, lam, lr), lam, lr, _single(config, lam, lr))
+          for lam in map(float, lams) for lr in map(float, lrs)]
+
+
+def _name(config: ml_collections.ConfigDict, lam: float, lr: float) -> str:
+  """``dft.lam=0.01,dft.lr=0.3``: the values of the fields given as tuples."""
+  given = {"dft.lam": ("lams", lam), "dft.lr": ("lrs", lr)}
+  return ",".join(f"{key}={value!r}" for key, (field, value) in given.items()
+                  if config.dft.get(field, ()))
 
 
 def per_setting_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
