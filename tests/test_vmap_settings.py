@@ -36,9 +36,9 @@ def classifier_dir(data_dir, tmp_path_factory):
   return str(workdir)
 
 
-def _k_config(data_dir, classifier_dir, **dft):
+def _k_config(data_dir, classifier_dir):
   """5 batches of 2 updates; checkpoints after batches 2, 4 and 5, validation after 5."""
-  config = _dft_config(data_dir, classifier_dir, lams=LAMS, lrs=LRS, **dft)
+  config = _dft_config(data_dir, classifier_dir, lams=LAMS, lrs=LRS)
   with config.unlocked():
     config.checkpoint_every, config.log_every = 4, 10
   return config
@@ -46,8 +46,8 @@ def _k_config(data_dir, classifier_dir, **dft):
 
 @pytest.fixture(scope="module")
 def k_run(data_dir, classifier_dir, tmp_path_factory):
-  """``(workdir, results)`` of a run of the 3 settings, interrupted in batch 4 (after the
-  checkpoint of batch 2) and resumed."""
+  """``(workdir, results)`` of a run of the 3 settings, stopped before batch 4 (its last
+  checkpoint: batch 2) and resumed."""
   workdir = tmp_path_factory.mktemp("k_run")
   config = _k_config(data_dir, classifier_dir)
   with pytest.MonkeyPatch.context() as patch:
