@@ -67,10 +67,12 @@ def classifier_training(dataset: str) -> ml_collections.ConfigDict:
 
 def dft_schedule(dataset: str) -> ml_collections.ConfigDict:
   """``config.dft``: the paper's schedule (batch 800, 16 updates a batch, 5 epochs, Adam
-  lr 1e-3, lam 1), the exact tanh transform and the true-class hinge."""
+  lr 1e-3, lam 1), the exact tanh transform and the true-class hinge. Tuples in
+  ``lams``/``lrs`` train every (lam, lr) of them at once (:mod:`dfm.run.settings`)."""
   return ml_collections.ConfigDict({
       "dataset": dataset,
       "optimizer": "adam", "lr": 1e-3, "lr_schedule": "constant", "lam": 1.0,
+      "lams": (), "lrs": (),  # () = the scalar lam / lr; a tuple: K settings in one run.
       "batch_size": 800, "updates_per_batch": 16, "epochs": 5,
       "transform": "tanh", "class_term": "hinge",
       "noise_shape": (),  # () = the image's shape; or a coarser (h, w, C).

@@ -10,8 +10,10 @@ above it: ``dfm.models``, ``dfm.data``, ``dfm.report``, ``dfm.black_box``,
 ``dfm.query``, ``dfm.run`` and ``dfm.studies``.
 """
 from dfm.dft import apply_noise_update
+from dfm.dft import init_stacked_state
 from dfm.dft import init_state
 from dfm.dft import make_loss_fn
+from dfm.dft import make_stacked_update_step
 from dfm.dft import make_update_step
 from dfm.dft import noise_norms
 from dfm.dft import perturb_with_distance
@@ -45,7 +47,8 @@ __all__ = [
     "CLASS_TERMS", "TRANSFORMS", "Batch", "NoiseState", "QueryState", "accuracy",
     "appearance_distance", "apply_noise_update", "class_term_per_image", "data_mesh",
     "dft_objective", "estimate_gradient", "get_class_term", "get_transform", "hinge_per_image",
-    "init_state", "jit_step", "make_loss_fn", "make_update_step", "noise_norms", "perturb",
+    "init_stacked_state", "init_state", "jit_step", "make_loss_fn", "make_stacked_update_step",
+    "make_update_step", "noise_norms", "perturb",
     "perturb_with_distance", "place", "pmap_step", "resize_noise", "sharded_jit_step",
     "softmax_xent", "squared_distance_per_image", "true_class_hinge", "weighted_mean",
     "xent_per_image",

@@ -9,6 +9,10 @@ constants, never seen by the optimizer. Batches are :class:`dfm.types.Batch`.
 The white-box step draws no random numbers, so the state holds no RNG key: a
 run's only randomness is the shuffle order, a pure function of (seed, epoch),
 and the input pipeline's position is checkpointed beside the state.
+
+K settings (lam, lr) train at once with :func:`make_stacked_update_step`: the
+state stacked on a leading axis of size K (:func:`init_stacked_state`), the step
+``jax.vmap``-ped over it, every setting fed the same batch.
 """
 import functools
 from collections.abc import Callable
@@ -154,6 +158,70 @@ def make_update_step(
     return state, {**metrics, **norms}
 
   return update_step
+
+
+OptimizerOf = Callable[[jax.Array], optax.GradientTransformation]
+
+
+def init_stacked_state(noise: PyTree, optimizer_of: OptimizerOf, lrs: jax.Array) -> NoiseState:
+  """K DFT states stacked on a leading axis, one per learning rate of ``lrs`` (shape [K]).
+
+  Setting ``k`` is :func:`init_state` of ``noise`` (the same start for all K) with
+  ``optimizer_of(lrs[k])``; every leaf of the result gets a leading axis of size K.
+
+  Example::
+
+    state = init_stacked_state(jnp.zeros((28, 28, 1)), optax.adam, jnp.array([1e-2, 3e-2]))
+    state["noise"].shape  # (2, 28, 28, 1)
+  """
+  return jax.vmap(lambda lr: init_state(noise, optimizer_of(lr)))(
+      jnp.asarray(lrs, jnp.float32))
+
+
+def make_stacked_update_step(
+    apply_fn: ApplyFn,
+    optimizer_of: OptimizerOf,
+    *,
+    lams: jax.Array,
+    lrs: jax.Array,
+    transform: str | Transform = "tanh",
+    class_term: str | losses.ClassTerm = "hinge",
+    axis_name: str | None = None,
+) -> UpdateStep:
+  """K settings' DFT steps as one: ``step(states, params, batch) -> (states, metrics)``.
+
+  Setting ``k`` is ``make_update_step(apply_fn, optimizer_of(lrs[k]), lam=lams[k])``
+  on its own slice of the stacked state (:func:`init_stacked_state`); ``jax.vmap``
+  runs the K of them on the SAME batch and frozen ``params`` (not mapped), so one
+  pass of the data trains K noises. Each metric of :func:`make_update_step` comes
+  back with shape [K]. ``lams`` and ``lrs`` are [K] arrays, mapped with the state.
+
+  Example::
+
+    lams, lrs = jnp.array([0.01, 0.1]), jnp.array([1e-2, 1e-2])
+    step = jax.jit(make_stacked_update_step(apply_fn, optax.adam, lams=lams, lrs=lrs))
+    state, metrics = step(init_stacked_state(jnp.zeros((28, 28, 1)), optax.adam, lrs),
+                          params, batch)
+    metrics["loss"].shape  # (2,)
+
+  Raises:
+    ValueError: ``lams`` and ``lrs`` are not two [K] arrays of one K.
+  """
+  lams, lrs = jnp.asarray(lams, jnp.float32), jnp.asarray(lrs, jnp.float32)
+  if lams.ndim != 1 or lams.shape != lrs.shape:
+    raise ValueError(f"lams {lams.shape} and lrs {lrs.shape} must be two [K] arrays of one "
+                     "K: one lam and one lr per setting.")
+
+  def one_setting(state: NoiseState, lam: jax.Array, lr: jax.Array, params: PyTree,
+                  batch: Batch) -> tuple[NoiseState, Metrics]:
+    step = make_update_step(apply_fn, optimizer_of(lr), lam=lam, transform=transform,
+                            class_term=class_term, axis_name=axis_name)
+    return step(state, params, batch)
+
+  def stacked_step(state: NoiseState, params: PyTree, batch: Batch) -> tuple[NoiseState, Metrics]:
+    return jax.vmap(one_setting, in_axes=(0, 0, 0, None, None))(state, lams, lrs, params, batch)
+
+  return stacked_step
 
 
 def perturb_with_distance(images: jax.Array, noise: PyTree, *,

@@ -5,6 +5,7 @@ import ml_collections
 
 from dfm import losses, optim, parallel, transform
 from dfm.models import training as classifier
+from dfm.run.settings import TUPLE_FIELDS, has_settings
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -32,6 +33,28 @@ def _check_finite(section: ml_collections.ConfigDict, name: str) -> None:
       raise ValueError(f"{name}.{field}={value} must be a finite number.")
 
 
+def _check_settings(config: ml_collections.ConfigDict, section: str) -> None:
+  """``config.dft.lams``/``lrs``: distinct finite numbers (lam >= 0, lr > 0), and only
+  where K settings can run: white-box DFT."""
+  bounds = {"lams": ("lam", lambda v: v >= 0, ">= 0"), "lrs": ("lr", lambda v: v > 0, "> 0")}
+  for field in TUPLE_FIELDS:
+    values = tuple(config.dft.get(field, ()))
+    name, fits, bound = bounds[field]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in values):
+      raise ValueError(f"config.dft.{field}={values} must be a tuple of finite numbers, e.g. "
+                       f"--config.dft.{field}='(0.01,0.1)'.")
+    if not all(fits(v) for v in values):
+      raise ValueError(f"config.dft.{field}={values}: every {name} must be {bound}.")
+    if len(set(map(float, values))) != len(values):
+      raise ValueError(f"config.dft.{field}={values} repeats a value; list each {name} once.")
+  if has_settings(config) and (section == "dft_mft" or "black_box" in config):
+    method = "DFT+MFT" if section == "dft_mft" else "query-only DFT"
+    raise ValueError(f"config.dft.lams/lrs train K settings at once, which only white-box DFT "
+                     f"(experiments.dft) does; {method} runs one: set config.dft.lam and lr "
+                     "and leave lams and lrs empty.")
+
+
 def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
   """Checks ``config.<section>`` (``train``, ``mft``, ``dft`` or ``dft_mft``) before
   anything is written.
@@ -39,7 +62,8 @@ def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
   Sizes and counts must be positive, choices known, and the checkpoint and log
   cadences (in steps) whole batches: a DFT batch serves ``updates_per_batch``
   steps, and checkpoints are taken between batches. ``dft_mft`` checks its rounds
-  and the ``dft`` and ``mft`` sections it runs.
+  and the ``dft`` and ``mft`` sections it runs. ``dft.lams``/``dft.lrs`` (K settings,
+  :mod:`dfm.run.settings`) hold distinct finite values, and only for white-box DFT.
 
   Raises:
     ValueError: naming the field and what it must be.
@@ -48,6 +72,7 @@ def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
     check_schedule(config, "dft")
     check_schedule(config, "mft")
     _check_rounds(config)
+    _check_settings(config, section)
     return
   _check_finite(config, "config")
   schedule = config[section]
@@ -72,6 +97,7 @@ def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
   if section == "mft":
     _check_choice("mft.layers", schedule.layers, classifier.MFT_LAYERS)
   if section == "dft":
+    _check_settings(config, section)
     _check_choice("dft.transform", schedule.transform, tuple(transform.TRANSFORMS))
     _check_choice("dft.class_term", schedule.class_term, tuple(losses.CLASS_TERMS))
     _check_choice("dft.parallel", schedule.parallel, parallel.PARALLEL_MODES)

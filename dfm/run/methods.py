@@ -1,7 +1,8 @@
 """The white-box methods, each a ``run(config, workdir) -> metrics`` that entrypoints launch.
 
 - :func:`train_classifier`: trains the classifier that DFT later freezes;
-- :func:`dft`: data fine-tuning, one noise learned with the classifier frozen;
+- :func:`dft`: data fine-tuning, one noise learned with the classifier frozen (or K
+  noises of K settings at once, :func:`dft_settings`);
 - :func:`mft`: model fine-tuning, the paper's baseline where weights may change;
 - :func:`dft_mft`: the paper's alternation of DFT and MFT rounds.
 
@@ -12,6 +13,7 @@ Example::
 
   results = dft(config, "runs/dft")   # as python -m experiments.dft does
 """
+import json
 from typing import Any
 
 import ml_collections
@@ -19,9 +21,11 @@ import ml_collections
 from dfm import data, models
 from dfm.run.checks import check_schedule
 from dfm.run.evaluate import evaluate_split, make_eval_step
-from dfm.run.phases import fit_noise, fit_weights, noise_shape
+from dfm.run.phases import fit_noise, fit_noises, fit_weights, noise_shape
 from dfm.run.results import write_results
+from dfm.run.settings import has_settings, setting_records, settings_of
 from dfm.run.workdir import claim_workdir, write_json
+from dfm.types import ApplyFn
 
 # DFT+MFT round r shuffles with seed ``config.seed + ROUND_SEED_STRIDE * r``.
 ROUND_SEED_STRIDE = 1000
@@ -48,17 +52,54 @@ def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[st
 
 
 def dft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains the noise, evaluates before/after, writes the outputs; returns metrics."""
+  """Trains the noise, evaluates before/after, writes the outputs; returns metrics.
+
+  With tuples in ``config.dft.lams``/``lrs`` it trains their K settings at once
+  (:func:`dft_settings`).
+  """
   check_schedule(config, "dft")
   apply_fn, params = models.load_frozen_classifier(config)
   sources = data.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
   noise_shape(config)
+  if has_settings(config):
+    return dft_settings(config, workdir, apply_fn, params, sources)
   workdir = claim_workdir(workdir, config)
   noise = fit_noise(config, config.dft, apply_fn, params, sources, workdir)
   return write_results(workdir, config, method="dft", dataset=config.dft.dataset,
                        eval_step=make_eval_step(apply_fn, transform=config.dft.transform),
                        transform=config.dft.transform, before=(params, None),
                        after=(params, noise), sources=sources)
+
+
+def dft_settings(config: ml_collections.ConfigDict, workdir: str, apply_fn: ApplyFn,
+                 params: Any, sources: dict[str, Any]) -> dict[str, Any]:
+  """DFT of the K settings of ``config.dft.lams`` x ``lrs`` in one run (one pass of
+  the data, one checkpoint: :func:`dfm.run.phases.fit_noises`).
+
+  ``workdir`` holds the K run's ``config.json``, ``checkpoints/``, ``metrics.jsonl``
+  and a ``metrics.json`` index (no ``method``: not a run of its own); each setting's
+  folder (:mod:`dfm.run.settings`) holds what its separate run would write except
+  the checkpoints: ``config.json`` with its scalar lam and lr, ``metrics.jsonl``,
+  ``metrics.json``, ``noise.npy``, ``noise.png``, ``report.md``. Every folder is
+  claimed before training. Returns ``{"settings": {folder: summary}}``.
+  """
+  root = claim_workdir(workdir, config)
+  settings = settings_of(config)
+  folders = [claim_workdir(str(root / setting.name), setting.config) for setting in settings]
+  noises, records = fit_noises(config, [(s.lam, s.lr) for s in settings], apply_fn, params,
+                               sources, root)
+  eval_step, index = make_eval_step(apply_fn, transform=config.dft.transform), {}
+  for k, (setting, folder) in enumerate(zip(settings, folders)):
+    (folder / "metrics.jsonl").write_text(
+        "".join(json.dumps(record) + "\n" for record in setting_records(records, k)))
+    results = write_results(folder, setting.config, method="dft", dataset=config.dft.dataset,
+                            eval_step=eval_step, transform=config.dft.transform,
+                            before=(params, None), after=(params, noises[k]), sources=sources)
+    index[setting.name] = {"k": k, "lam": setting.lam, "lr": setting.lr,
+                           "val_accuracy": results["val"]["after"]["accuracy"],
+                           "test_accuracy": results["after"]["accuracy"]}
+  write_json(root / "metrics.json", {"settings": index})
+  return {"settings": index}
 
 
 def mft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

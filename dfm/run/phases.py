@@ -4,7 +4,8 @@ Each phase runs the resumable :func:`dfm.run.loop.run_loop` in its own directory
 (``checkpoints/`` and ``metrics.jsonl``), logging validation accuracy as it goes.
 White-box and query-only DFT share one noise phase (:func:`_noise_phase`): the
 same schedule, the ``updates_per_batch`` steps on each batch, the cadences; only
-the step (autodiff or estimates) and what is logged at validation differ. A
+the step (autodiff or estimates) and what is logged at validation differ.
+:func:`fit_noises` trains K white-box settings at once on one pass of the data. A
 finished phase restored from its last checkpoint costs no training, which is how
 DFT+MFT resumes a round in the middle.
 """
@@ -21,13 +22,15 @@ import optax
 
 from dfm import data, parallel
 from dfm.black_box.base import BlackBox, Spent, ledger_ints, spent_of
-from dfm.dft import init_state, make_update_step
+from dfm.dft import (OptimizerOf, init_stacked_state, init_state, make_stacked_update_step,
+                     make_update_step)
 from dfm.models.training import init_train_state, make_train_step, restrict_to_layers
 from dfm.optim import make_optimizer
 from dfm.query import (SpentTally, TrueGradient, init_query_state, keep_best,
                        make_black_box_eval_step, make_budget_stop, make_query_step, with_ledger)
 from dfm.run import checkpoint, loop
 from dfm.run.evaluate import EvalStep, evaluate_split, make_eval_step
+from dfm.run.settings import per_setting_metrics
 from dfm.transform import resize_noise
 from dfm.types import ApplyFn, QueryState
 from dfm.xla import compiler_options
@@ -50,14 +53,18 @@ def train_batches(schedule: ml_collections.ConfigDict, source: Any, seed: int) -
   return batches, data.num_batches(len(source), schedule.batch_size) * schedule.epochs
 
 
+def _optimizer_of(schedule: ml_collections.ConfigDict, total_batches: int) -> OptimizerOf:
+  """``lr -> optimizer`` of a noise phase, its schedule spanning every update
+  (``updates_per_batch`` per batch)."""
+  return lambda lr: make_optimizer(schedule.optimizer, lr, schedule=schedule.lr_schedule,
+                                   total_steps=total_batches * schedule.updates_per_batch)
+
+
 def _noise_schedule(schedule: ml_collections.ConfigDict, source: Any,
                     seed: int) -> tuple[Any, int, optax.GradientTransformation]:
-  """``(batches, total batches, optimizer)`` of a noise phase; the optimizer's
-  schedule spans every update (``updates_per_batch`` per batch)."""
+  """``(batches, total batches, optimizer)`` of a noise phase at ``schedule.lr``."""
   batches, total_batches = train_batches(schedule, source, seed)
-  optimizer = make_optimizer(schedule.optimizer, schedule.lr, schedule=schedule.lr_schedule,
-                             total_steps=total_batches * schedule.updates_per_batch)
-  return batches, total_batches, optimizer
+  return batches, total_batches, _optimizer_of(schedule, total_batches)(schedule.lr)
 
 
 def _validation_log(config: ml_collections.ConfigDict, eval_step: EvalStep, source: Any,
@@ -115,6 +122,51 @@ def fit_noise(config: ml_collections.ConfigDict, schedule: ml_collections.Config
   state, _ = _noise_phase(config, schedule, state, lambda s, b: step(s, params, b), batches,
                           total_batches, run_dir, on_batches_done=validation)
   return jax.device_get(state["noise"])
+
+
+def fit_noises(config: ml_collections.ConfigDict, settings: list[tuple[float, float]],
+               apply_fn: ApplyFn, params: Any, sources: dict[str, Any],
+               run_dir: Path) -> tuple[np.ndarray, list[dict]]:
+  """White-box DFT of K ``settings`` ``(lam, lr)`` at once, in one program.
+
+  :func:`fit_noise` with the state stacked on a leading axis of size K and the step
+  vmapped over it (:func:`dfm.dft.make_stacked_update_step`): one pass of the data
+  (``config.seed``'s order) feeds all K, every noise starts at zero, and one
+  checkpoint holds the stacked state. Step metrics and validation accuracy are
+  logged per setting (``loss_k0``, ``val_accuracy_k0``, ...; :mod:`dfm.run.settings`).
+  Returns the K final noises on the host ([K, *noise shape]) and the log records.
+  """
+  schedule = config.dft
+  batches, total_batches = train_batches(schedule, sources["train"], config.seed)
+  optimizer_of = _optimizer_of(schedule, total_batches)
+  lams, lrs = (jnp.asarray(values, jnp.float32) for values in zip(*settings))
+  start = jnp.zeros(noise_shape(config), jnp.float32)
+  state = parallel.place(init_stacked_state(start, optimizer_of, lrs), schedule.parallel)
+  params = parallel.place(params, schedule.parallel)
+
+  def make_step(axis_name: str | None) -> Callable:
+    stacked = make_stacked_update_step(
+        apply_fn, optimizer_of, lams=lams, lrs=lrs, transform=schedule.transform,
+        class_term=schedule.class_term, axis_name=axis_name)
+
+    def step(state: Any, params: Any, batch: dict) -> tuple[Any, dict]:
+      state, metrics = stacked(state, params, batch)
+      return state, per_setting_metrics(metrics)
+
+    return step
+
+  step = parallel.select_step(schedule.parallel, make_step)
+  eval_step = make_eval_step(apply_fn, transform=schedule.transform)
+
+  def validation(state: Any, done: int) -> tuple[Any, dict[str, float]]:
+    del done
+    accuracies = [evaluate_split(eval_step, params, state["noise"][k], sources["validation"],
+                                 config)["accuracy"] for k in range(len(settings))]
+    return state, per_setting_metrics({"val_accuracy": accuracies})
+
+  state, records = _noise_phase(config, schedule, state, lambda s, b: step(s, params, b),
+                                batches, total_batches, run_dir, on_batches_done=validation)
+  return jax.device_get(state["noise"]), records
 
 
 def _record_failure(run_dir: Path, error: BaseException, last_seen: dict) -> None:
