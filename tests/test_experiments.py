@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ml_collections
 import numpy as np
 import pytest
 from absl import flags
@@ -13,6 +14,7 @@ from configs import digits
 from dfm import data
 from dfm.run import loop
 from dfm.run import methods
+from dfm.run import workdir as workdir_lib
 from experiments import cli
 
 REPO = Path(__file__).resolve().parent.parent
@@ -113,6 +115,17 @@ def test_workdir_of_another_config_is_refused_and_kept(data_dir, classifier_dir,
   with pytest.raises(ValueError, match=r"different config \(differs in: dft.lam\)"):
     methods.dft(_dft_config(data_dir, classifier_dir, lam=0.5), str(workdir))
   assert {path: path.read_bytes() for path in workdir.rglob("*") if path.is_file()} == before
+
+
+def test_a_run_made_before_a_field_was_added_is_the_same_config(tmp_path):
+  """A config.json without a field dfm added later at a neutral value (dft.lams: ()) still
+  binds the workdir; the same field at another value, or another field, does not."""
+  config = ml_collections.ConfigDict({"dft": {"lam": 0.1, "lams": ()}, "seed": 0})
+  (tmp_path / "config.json").write_text(json.dumps({"dft": {"lam": 0.1}, "seed": 0}))
+  assert workdir_lib.claim_workdir(str(tmp_path), config) == tmp_path
+  config.dft.lams = (0.1, 1.0)
+  with pytest.raises(ValueError, match=r"differs in: dft.lams\)"):
+    workdir_lib.claim_workdir(str(tmp_path), config)
 
 
 def test_unwritable_workdir_is_refused(data_dir, classifier_dir, tmp_path):

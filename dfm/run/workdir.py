@@ -10,14 +10,19 @@ import ml_collections
 RunFn = Callable[[ml_collections.ConfigDict, str], Any]
 
 
+# Values of a field added to dfm's configs since a run was made that leave its meaning
+# alone (e.g. ``dft.lams: ()``): a config.json without the field is the same config.
+_NEUTRAL = ([], (), "", None, {})
+
+
 def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-  keys = sorted(set(old) | set(new))
+  """The dotted keys whose values differ (a key only in ``new``, at a neutral value, does not)."""
   differing = []
-  for key in keys:
+  for key in sorted(set(old) | set(new)):
     a, b = old.get(key), new.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
       differing += _differing_keys(a, b, f"{prefix}{key}.")
-    elif a != b:
+    elif a != b and not (key not in old and b in _NEUTRAL):
       differing.append(f"{prefix}{key}")
   return differing
 
@@ -44,7 +49,7 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> Path:
   config_file = path / "config.json"
   if config_file.exists():
     found = json.loads(config_file.read_text())
-    if found != wanted:
+    if _differing_keys(found, wanted):
       raise ValueError(
           f"Workdir {path} holds a run with a different config (differs in: "
           f"{', '.join(_differing_keys(found, wanted))}). Use a new --workdir, or move "
