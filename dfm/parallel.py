@@ -45,8 +45,7 @@ def is_main_process() -> bool:
 
   Example::
 
-    if is_main_process():
-      path.write_text(text)  # once, however many hosts run the step
+    is_main_process()  # True
   """
   return jax.process_index() == 0
 
@@ -71,7 +70,7 @@ def global_batch(batch: Batch, sharding: NamedSharding) -> Batch:
   Example::
 
     by_example = NamedSharding(data_mesh(), PartitionSpec("data"))
-    global_batch({"image": x, "label": y, "mask": m}, by_example)["label"].shape  # (B,)
+    global_batch({"image": x, "label": y}, by_example)["label"].shape  # (8,)
   """
   _check_divisible(batch, sharding.mesh.size)
   return jax.tree.map(lambda rows: jax.make_array_from_process_local_data(sharding, rows), batch)
