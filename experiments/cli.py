@@ -163,6 +163,11 @@ def run_app(main: Callable[[list[str]], None]) -> None:
   app.run(main, flags_parser=parse_flags)
 
 
+# Processes other than 0 finish first (process 0 then evaluates and writes the results)
+# and wait for it in JAX's shutdown barrier; past this timeout (JAX's default 300 s)
+# JAX aborts every process, process 0 in the middle of its report (measured).
+RESULTS_WAIT_S = 24 * 3600
+
 # What JAX's own SLURM detection reads (jax._src.clusters.SlurmCluster): srun sets them all.
 SLURM_TASK_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
                    "SLURM_LOCALID")
@@ -200,7 +205,8 @@ def start_processes(coordinator_address: str | None, num_processes: int | None,
     if None not in given and not 0 <= process_id < num_processes:
       raise ValueError(f"--process_id={process_id} is not one of 0..{num_processes - 1}: "
                        "give each process its own id below --num_processes.")
-    jax.distributed.initialize(coordinator_address, num_processes, process_id)
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               shutdown_timeout_seconds=RESULTS_WAIT_S)
   if jax.process_index() > 0:
     sys.stdout = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
 

@@ -7,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grain
 import jax
 import numpy as np
 import portpicker
+import pytest
 
-from dfm import data, models
+from dfm import data, models, parallel
 from dfm.run import phases
+from experiments import cli
 from tests.test_experiments import REPO, _dft_config, classifier_dir  # noqa: F401
 
 # Adam at the paper's lr 1e-3: at the runlocal lr 0.3 (or 1e-2), Adam's division by
@@ -43,6 +46,39 @@ checkpoint.save = save_then_die
 sys.argv = ["experiments.dft", *{args!r}]
 runpy.run_module("experiments.dft", run_name="__main__")
 """
+
+
+def test_process_shards_side_by_side_are_the_batches_of_one_process():
+  source = [{"image": np.full((2, 2, 1), i, np.uint8), "label": i % 3} for i in range(11)]
+  load = lambda **shard: list(data.make_train_loader(
+      source, batch_size=8, seed=0, num_epochs=2, num_classes=3, **shard))
+  whole = load()
+  shards = [load(shard=grain.sharding.ShardOptions(index, 4)) for index in range(4)]
+  assert [batch["mask"].sum() for batch in whole] == [8, 3, 8, 3]
+  assert [shard[1]["mask"].sum() for shard in shards] == [2, 1, 0, 0]  # Two all padding.
+  for step, batch in enumerate(whole):
+    for name, rows in batch.items():
+      np.testing.assert_array_equal(np.concatenate([shard[step][name] for shard in shards]), rows)
+  with pytest.raises(ValueError, match="8 examples does not split evenly over 3 processes"):
+    data.make_train_loader(source, batch_size=8, seed=0, num_epochs=1, num_classes=3,
+                           shard=grain.sharding.ShardOptions(0, 3))
+
+
+@pytest.mark.parametrize("given, error", [
+    ((None, 2, None), "needs --coordinator_address, --num_processes and --process_id all three"),
+    (("127.0.0.1:1", 2, 2), "--process_id=2 is not one of 0..1"),
+])
+def test_incomplete_or_wrong_process_flags_are_refused(monkeypatch, given, error):
+  monkeypatch.delenv("SLURM_NTASKS", raising=False)
+  with pytest.raises(ValueError, match=error):
+    cli.start_processes(*given)
+
+
+@pytest.mark.parametrize("mode", ["single", "pmap"])
+def test_one_process_modes_are_refused_in_several(monkeypatch, mode):
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(ValueError, match="set config.dft.parallel to 'sharded' or 'auto'"):
+    parallel.resolve_mode(mode)
 
 
 def _run_pair(data_dir: str, classifier: str, workdir: Path, *,
