@@ -81,16 +81,15 @@ def test_one_process_modes_are_refused_in_several(monkeypatch, mode):
     parallel.resolve_mode(mode)
 
 
-def _run_pair(data_dir: str, classifier: str, workdir: Path, *,
-              killed_after: int | None = None) -> list[subprocess.CompletedProcess]:
+def _start_pair(data_dir: str, classifier: str, workdir: Path, *,
+                killed_after: int | None = None) -> list[subprocess.Popen]:
   """Processes 0 and 1 of one run of the runlocal DFT config, started together."""
   address = f"127.0.0.1:{portpicker.pick_unused_port()}"
   processes = []
   for process_id in range(2):
     args = ["--config=configs/digits.py:mnist5k_to_uci,runlocal", f"--workdir={workdir}",
             f"--config.data_dir={data_dir}", f"--config.classifier_dir={classifier}",
-            f"--config.dft.lr={LR}",
-            f"--coordinator_address={address}", "--num_processes=2",
+            f"--config.dft.lr={LR}", f"--coordinator_address={address}", "--num_processes=2",
             f"--process_id={process_id}"]
     command = ([sys.executable, "-m", "experiments.dft", *args] if killed_after is None else
                [sys.executable, "-c", _KILLED_AFTER_A_CHECKPOINT.format(step=killed_after,
@@ -98,6 +97,10 @@ def _run_pair(data_dir: str, classifier: str, workdir: Path, *,
     processes.append(subprocess.Popen(
         command, cwd=REPO, env={**os.environ, **PAIR_ENV}, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+  return processes
+
+
+def _finish(processes: list[subprocess.Popen]) -> list[subprocess.CompletedProcess]:
   results = []
   for process in processes:
     stdout, stderr = process.communicate(timeout=240)
@@ -117,10 +120,12 @@ def _noise_of_one_process(data_dir: str, classifier: str, workdir: Path) -> np.n
 def test_two_processes_killed_and_restarted_train_the_noise_of_one(data_dir, classifier_dir,
                                                                     tmp_path):
   workdir = tmp_path / "pair"
-  killed = _run_pair(data_dir, classifier_dir, workdir, killed_after=KILLED_AFTER)
-  assert all(r.returncode != 0 for r in killed), [r.stderr[-2000:] for r in killed]
+  pair = _start_pair(data_dir, classifier_dir, workdir, killed_after=KILLED_AFTER)
+  one = _noise_of_one_process(data_dir, classifier_dir, tmp_path / "one")  # Meanwhile.
+  killed = _finish(pair)
+  assert [r.returncode for r in killed] == [-signal.SIGKILL] * 2, [r.stderr[-2000:] for r in killed]
   assert not (workdir / "noise.npy").exists()
-  rerun = _run_pair(data_dir, classifier_dir, workdir)
+  rerun = _finish(_start_pair(data_dir, classifier_dir, workdir))
   assert [r.returncode for r in rerun] == [0, 0], [r.stderr[-2000:] for r in rerun]
   assert f"Resumed from the checkpoint after batch {KILLED_AFTER}." in rerun[0].stdout
   assert "DFT on uci_digits test: accuracy" in rerun[0].stdout
@@ -128,8 +133,7 @@ def test_two_processes_killed_and_restarted_train_the_noise_of_one(data_dir, cla
     assert [line for line in other.stdout.splitlines() if not line.startswith("[Gloo]")] == []
   noise = np.load(workdir / "noise.npy")
   assert np.abs(noise).max() > 1e-3
-  np.testing.assert_allclose(noise, _noise_of_one_process(data_dir, classifier_dir,
-                                                          tmp_path / "one"), atol=1e-5)
+  np.testing.assert_allclose(noise, one, atol=1e-5)
   logged = [json.loads(line)["batch"]
             for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert logged == [1, 2, 3, 4, 5]
