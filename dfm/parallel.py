@@ -6,6 +6,8 @@ with the signature ``step(state, params, batch) -> (state, metrics)``:
 - :func:`jit_step`: one device.
 - :func:`sharded_jit_step`: ``jax.jit`` with ``NamedSharding`` over a ``("data",)``
   mesh; the batch is split along its first axis, state and params are replicated.
+  The mesh may span several processes (``jax.distributed``; multi-host): each
+  process then passes only its rows of the global batch.
 - :func:`pmap_step`: ``jax.pmap`` over the devices; gradients averaged with
   ``psum`` weighted by each device's real examples.
 """
@@ -37,12 +39,41 @@ def jit_step(step: UpdateStep) -> UpdateStep:
   return lambda state, params, batch: compiled(state, params, jax.device_put(batch))
 
 
+def is_main_process() -> bool:
+  """True in the process that writes a run's files: process 0 of a multi-host run
+  (``jax.process_index() == 0``), or the only process.
+
+  Example::
+
+    is_main_process()  # True
+  """
+  return jax.process_index() == 0
+
+
 def _check_divisible(batch: Batch, num_devices: int) -> None:
-  size = batch["label"].shape[0]
+  """``batch`` holds this process's rows; every process holds as many (one share per device)."""
+  size = batch["label"].shape[0] * jax.process_count()
   if size % num_devices:
     raise ValueError(
         f"A batch of {size} examples does not split evenly over {num_devices} devices: "
         f"set config.dft.batch_size to a multiple of {num_devices}.")
+
+
+def global_batch(batch: Batch, sharding: NamedSharding) -> Batch:
+  """The global batch, split by rows over ``sharding``, of which this process holds ``batch``.
+
+  Process ``p`` of ``P`` passes rows ``[p * B / P, (p + 1) * B / P)`` of the global
+  batch of ``B`` rows (:func:`dfm.data.make_train_loader` reads just those); in one
+  process ``batch`` is the whole batch. Each row goes to the device that holds it
+  (``jax.make_array_from_process_local_data``); nothing crosses hosts.
+
+  Example::
+
+    by_example = NamedSharding(data_mesh(), PartitionSpec("data"))
+    global_batch({"image": x, "label": y}, by_example)["label"].shape  # (8,)
+  """
+  _check_divisible(batch, sharding.mesh.size)
+  return jax.tree.map(lambda rows: jax.make_array_from_process_local_data(sharding, rows), batch)
 
 
 def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
@@ -74,8 +105,7 @@ def sharded_jit_step(step: UpdateStep, mesh: Mesh) -> UpdateStep:
   )
 
   def run(state, params, batch):
-    _check_divisible(batch, mesh.size)
-    return compiled(state, params, jax.device_put(batch, by_example))
+    return compiled(state, params, global_batch(batch, by_example))
 
   return run
 
@@ -108,9 +138,17 @@ def pmap_step(make_step: Callable[[str], UpdateStep], devices: list[jax.Device] 
 
 
 def resolve_mode(mode: str) -> str:
-  """``mode`` with ``auto`` made concrete: ``sharded`` over several devices, else ``single``."""
+  """``mode`` with ``auto`` made concrete: ``sharded`` over several devices, else ``single``.
+
+  Several processes (multi-host) run ``sharded`` only: ``single`` and ``pmap`` are
+  refused with the fix.
+  """
   if mode not in PARALLEL_MODES:
     raise ValueError(f"Unknown parallel mode {mode!r}; choose one of {PARALLEL_MODES}.")
+  if jax.process_count() > 1 and mode in ("single", "pmap"):
+    raise ValueError(
+        f"Parallel mode {mode!r} runs in one process, but this run has "
+        f"{jax.process_count()}: set config.dft.parallel to 'sharded' or 'auto'.")
   if mode == "auto":
     return "sharded" if jax.device_count() > 1 else "single"
   return mode
@@ -120,14 +158,16 @@ def place(tree: PyTree, mode: str) -> PyTree:
   """Puts ``tree`` (the frozen params, a state) once where the steps of ``mode`` read it:
   replicated over the ``"data"`` mesh of all devices for ``sharded`` and ``pmap``
   (whose replicated outputs live there too), else committed to the first device,
-  like every output of a single-device step, so the step compiles once.
+  like every output of a single-device step, so the step compiles once. Replicas
+  are made from the host's copy: a multi-host run puts each host's own copy (the
+  same on every host) on that host's devices.
 
   Example::
 
     params = place(params, "sharded")   # every step then reads it where it is
   """
   if resolve_mode(mode) in ("sharded", "pmap"):
-    return jax.device_put(tree, NamedSharding(data_mesh(), PartitionSpec()))
+    return jax.device_put(jax.device_get(tree), NamedSharding(data_mesh(), PartitionSpec()))
   return jax.device_put(tree, jax.devices()[0])
 
 

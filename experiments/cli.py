@@ -2,12 +2,14 @@
 import ast
 import errno
 import logging as std_logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from absl import app, flags, logging
+import jax
 import ml_collections
 import tensorflow_datasets as tfds
 from ml_collections import config_flags
@@ -161,21 +163,88 @@ def run_app(main: Callable[[list[str]], None]) -> None:
   app.run(main, flags_parser=parse_flags)
 
 
-def launch(run: RunFn) -> None:
+# Processes other than 0 finish first (process 0 then evaluates and writes the results)
+# and wait for it in JAX's shutdown barrier; past this timeout (JAX's default 300 s)
+# JAX aborts every process, process 0 in the middle of its report (measured).
+RESULTS_WAIT_S = 24 * 3600
+
+# What JAX's own SLURM detection reads (jax._src.clusters.SlurmCluster): srun sets them all.
+SLURM_TASK_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+                   "SLURM_LOCALID")
+
+
+def _srun_tasks() -> int:
+  """The number of tasks SLURM's srun started of this command (1 outside srun)."""
+  present = all(name in os.environ for name in SLURM_TASK_VARS)
+  return int(os.environ["SLURM_NTASKS"]) if present else 1
+
+
+def start_processes(coordinator_address: str | None, num_processes: int | None,
+                    process_id: int | None) -> None:
+  """Joins this process to the others of a multi-host run, before any other JAX use.
+
+  With the three values given, or under SLURM's ``srun`` with several tasks (JAX
+  then finds what is not given, one process per GPU), calls
+  ``jax.distributed.initialize``: ``jax.devices()`` becomes every process's devices.
+  With none given outside ``srun``, the run stays in this one process. Processes
+  other than 0 print nothing on stdout (errors still reach stderr): process 0
+  reports for all.
+
+  Example::
+
+    start_processes("10.0.0.1:1234", 2, 0)   # on host 0; host 1 passes process_id 1
+
+  Raises:
+    ValueError: some values missing outside ``srun``, or a process id out of range.
+  """
+  given = (coordinator_address, num_processes, process_id)
+  if any(value is not None for value in given) or _srun_tasks() > 1:
+    if None in given and _srun_tasks() == 1:
+      raise ValueError("A multi-host run needs --coordinator_address, --num_processes and "
+                       "--process_id all three (or none of them, under SLURM's srun).")
+    if None not in given and not 0 <= process_id < num_processes:
+      raise ValueError(f"--process_id={process_id} is not one of 0..{num_processes - 1}: "
+                       "give each process its own id below --num_processes.")
+    jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                               shutdown_timeout_seconds=RESULTS_WAIT_S)
+  if jax.process_index() > 0:
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
+
+
+def _define_host_flags() -> tuple[flags.FlagHolder, ...]:
+  """``--coordinator_address``, ``--num_processes`` and ``--process_id`` (all unset)."""
+  return (
+      flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0, "
+                          "the same for every process (under SLURM's srun: found by JAX)."),
+      flags.DEFINE_integer("num_processes", None, "Multi-host: how many processes run this "
+                           "command (under srun: found by JAX)."),
+      flags.DEFINE_integer("process_id", None, "Multi-host: this process's id, 0 .. "
+                           "num_processes - 1; process 0 writes the outputs (under srun: "
+                           "found by JAX)."))
+
+
+def launch(run: RunFn, *, multi_host: bool = False) -> None:
   """Runs ``run(config, workdir)`` from ``--config`` and ``--workdir`` flags.
 
   The config is locked, so a misspelt ``--config.x.y=`` override fails; bad input
-  ends the run with its message (:func:`exit_on_bad_input`).
+  ends the run with its message (:func:`exit_on_bad_input`). ``multi_host`` adds
+  the flags of :func:`start_processes`, which runs first.
   """
   config = config_flags.DEFINE_config_file(
       "config", None, "Config file, e.g. configs/digits.py:mnist5k", lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Directory of this run (resumed if it exists).")
   flags.mark_flags_as_required(["config", "workdir"])
+  hosts = _define_host_flags() if multi_host else ()
+
+  def work() -> Any:
+    if multi_host:
+      start_processes(*(flag.value for flag in hosts))
+    return run(config.value, workdir.value)
 
   def main(argv: list[str]) -> None:
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     quiet_library_logs()
-    exit_on_bad_input(lambda: run(config.value, workdir.value))
+    exit_on_bad_input(work)
 
   run_app(main)

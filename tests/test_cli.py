@@ -33,7 +33,8 @@ def test_help_lists_the_entrypoints_own_flags_and_exits_0(flag):
   assert result.stdout.startswith("Data fine-tuning")
   listed = [line.split(":")[0].strip() for line in result.stdout.splitlines()
             if line.startswith("  --")]
-  assert listed == ["--config", "--dry_run", "--workdir"]
+  assert listed == ["--config", "--coordinator_address", "--dry_run", "--num_processes",
+                    "--process_id", "--workdir"]
   assert "--config.FIELD=VALUE overrides" in result.stdout
 
 

@@ -112,7 +112,8 @@ def _batch_loader(
     batch_size: int,
     num_classes: int | None,
 ) -> grain.DatasetIterator:
-  """Returns a prefetching, checkpointable iterator over `num_steps` batches."""
+  """Returns a prefetching, checkpointable iterator over `num_steps` batches; a step
+  with no indices (a shard past the last example) is all padding."""
   if not len(source):
     raise ValueError("The source has no examples.")
   if num_classes is None:
@@ -120,11 +121,28 @@ def _batch_loader(
   read = reading.make_reader(source)
 
   def batch_of_step(step: int) -> batching.Batch:
-    images, labels = read(indices_of_step(step).tolist())
-    return batching.to_batch(images, labels, batch_size=batch_size, num_classes=num_classes)
+    indices = indices_of_step(step).tolist()
+    images, labels = read(indices or [0])
+    batch = batching.to_batch(images, labels, batch_size=batch_size, num_classes=num_classes)
+    return batch if indices else {name: np.zeros_like(rows) for name, rows in batch.items()}
 
   steps = grain.MapDataset.range(num_steps)
   return iter(steps.map(batch_of_step).to_iter_dataset(_READ_OPTIONS))
+
+
+def _shard_rows(batch_size: int, shard: grain.sharding.ShardOptions) -> slice:
+  """The rows of a global batch that ``shard`` reads: ``[i * B / n, (i + 1) * B / n)``.
+
+  >>> _shard_rows(8, grain.sharding.ShardOptions(shard_index=1, shard_count=2))
+  slice(4, 8, None)
+  """
+  count = shard.shard_count
+  if batch_size % count:
+    raise ValueError(
+        f"A batch of {batch_size} examples does not split evenly over {count} processes: "
+        f"set the batch size (config.dft.batch_size) to a multiple of {count}.")
+  rows = batch_size // count
+  return slice(shard.shard_index * rows, (shard.shard_index + 1) * rows)
 
 
 def make_train_loader(
@@ -134,6 +152,7 @@ def make_train_loader(
     seed: int,
     num_epochs: int,
     num_classes: int | None = None,
+    shard: grain.sharding.ShardOptions | None = None,
 ) -> grain.DatasetIterator:
   """Returns an iterator of shuffled, padded training batches for `num_epochs` epochs.
 
@@ -143,6 +162,11 @@ def make_train_loader(
   makes its next batch the one the original would give. `num_classes` defaults to
   the source's TFDS metadata.
 
+  `shard` (default: this JAX process of all, ``grain.sharding.ShardByJaxProcess``)
+  reads only rows ``[i * B / n, (i + 1) * B / n)`` of every global batch of
+  ``B = batch_size``: shard ``i`` of ``n`` gets batches of ``B / n`` rows, and the
+  ``n`` shards side by side are the batches one process reads alone (multi-host).
+
   >>> src = [{"image": np.zeros((2, 2, 1), np.uint8), "label": 1}] * 3
   >>> it = make_train_loader(src, batch_size=2, seed=0, num_epochs=1, num_classes=2)
   >>> [b["mask"].tolist() for b in it]
@@ -150,15 +174,16 @@ def make_train_loader(
   """
   num_examples = len(source)
   steps_per_epoch = num_batches(num_examples, batch_size)
+  rows = _shard_rows(batch_size, shard or grain.sharding.ShardByJaxProcess())
 
   def indices_of_step(step: int) -> np.ndarray:
     epoch, position = divmod(step, steps_per_epoch)
     order = _epoch_order(seed, epoch, num_examples)
-    return order[position * batch_size : (position + 1) * batch_size]
+    return order[position * batch_size : (position + 1) * batch_size][rows]
 
   return _batch_loader(
       source, num_epochs * steps_per_epoch, indices_of_step,
-      batch_size=batch_size, num_classes=num_classes,
+      batch_size=rows.stop - rows.start, num_classes=num_classes,
   )
 
 

@@ -26,6 +26,15 @@ def shape_mismatches(found: Any, expected: Any) -> list[str]:
   return problems
 
 
+def _restore_here(path: Path) -> Any:
+  """The checkpointed tree at ``path`` on this process's first device, however many
+  devices and processes saved it (each host of a multi-host run loads its own copy)."""
+  here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=here),
+                        ocp.StandardCheckpointHandler().metadata(path).tree)
+  return ocp.StandardCheckpointer().restore(path, target)
+
+
 def load_frozen_params(directory: Path, expected: Any) -> Any:
   """Loads the latest classifier params saved under ``directory`` onto the device.
 
@@ -47,7 +56,7 @@ def load_frozen_params(directory: Path, expected: Any) -> Any:
         f"No classifier checkpoint in {directory}. Train one first with "
         "`python -m experiments.train_classifier --config=... --workdir=DIR` and pass "
         "--config.classifier_dir=DIR.")
-  restored = ocp.StandardCheckpointer().restore(directory / str(step) / "state")
+  restored = _restore_here(directory / str(step) / "state")
   if "params" not in restored:
     raise ValueError(
         f"The checkpoint in {directory} holds no classifier params (keys: {sorted(restored)}): "

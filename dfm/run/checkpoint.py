@@ -4,6 +4,10 @@ A step that cannot be read back (a truncated or scribbled file, a missing item) 
 moved aside into ``<checkpoints>/corrupt/`` (never deleted) and the previous step is
 restored instead; a save that runs out of disk space raises one ``OSError(ENOSPC)``
 that names the checkpoint and the fix.
+
+Multi-host (``jax.distributed``): every process calls :func:`manager`, :func:`save`
+and :func:`restore_latest` alike; orbax writes each array once, process 0 the
+metadata and the data position, and process 0 alone moves a corrupt step aside.
 """
 import contextlib
 import errno
@@ -17,6 +21,8 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from dfm import parallel
 
 CORRUPT = "corrupt"  # Not a number, so orbax never lists it as a step.
 _DISK_FULL = ("No space left on device", "Disk quota exceeded")
@@ -147,16 +153,20 @@ def restore_latest(mngr: ocp.CheckpointManager, like_state: Any) -> tuple[int, A
   """
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
   directory = Path(mngr.directory)
-  moved = []
+  failed = []
   restored = None
   for step in sorted(mngr.all_steps(), reverse=True):
     try:
       restored = (step, *_restore(mngr, step, abstract))
       break
     except Exception as error:  # Whatever the damage, the step cannot be resumed from.
-      moved.append((step, _one_line(error), move_aside(directory, step)))
-  if moved:
-    mngr.reload()
+      failed.append((step, _one_line(error)))
+  if not failed:
+    return restored
+  moved = [(step, reason, move_aside(directory, step))
+           for step, reason in failed if parallel.is_main_process()]
+  ocp.multihost.sync_global_processes(f"dfm moved aside {directory} {[step for step, _ in failed]}")
+  mngr.reload()
   target = f"resuming from checkpoint {restored[0]}" if restored else "starting from scratch"
   for step, reason, place in moved:
     print(f"Checkpoint {step} in {directory} is unreadable ({reason}); moved to {place}; "

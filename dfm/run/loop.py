@@ -22,6 +22,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from dfm import parallel
 from dfm.run import checkpoint, progress
 
 Update = Callable[[Any, dict], tuple[Any, dict]]
@@ -52,8 +53,8 @@ def _check_finite(metrics: dict[str, float], done: int) -> None:
 
 def _records_up_to(log_file: Path, done: int) -> list[Record]:
   """The log's records of batches up to ``done``; the file keeps only those (a
-  resumed run logs the later batches again)."""
-  if not log_file.exists():
+  resumed run logs the later batches again). Multi-host: process 0's alone."""
+  if not parallel.is_main_process() or not log_file.exists():
     return []
   records = [json.loads(line) for line in log_file.read_text().splitlines()]
   kept = [record for record in records if record["batch"] <= done]
@@ -76,6 +77,8 @@ def _resume(state: Any, batches: Any, mngr: ocp.CheckpointManager) -> tuple[Any,
 
 
 def _append(log_file: Path, record: Record) -> None:
+  if not parallel.is_main_process():  # Multi-host: process 0 writes the log.
+    return
   with log_file.open("a") as log:
     log.write(json.dumps(record) + "\n")
 
@@ -214,7 +217,8 @@ def run_loop(
   done = restored or 0
   records = _records_up_to(log_file, done) if restored is not None else []
   if restored is None:
-    log_file.unlink(missing_ok=True)
+    if parallel.is_main_process():
+      log_file.unlink(missing_ok=True)
     if log_start and on_batches_done is not None:
       state, extra = on_batches_done(state, 0)
       records.append({"batch": 0, **extra})
@@ -243,5 +247,7 @@ def run_loop(
       if ctrl_c:  # Pressed during the last batch: the run stops here all the same.
         raise KeyboardInterrupt
   except KeyboardInterrupt as error:
+    if jax.process_count() > 1:  # Saving is collective: the other processes may not come.
+      raise
     raise _interrupted(mngr, last, total_batches, error) from error
   return state, records

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from dfm import data
+from dfm import data, parallel
 from dfm.report import document as report
 from dfm.report import figures, metrics
 from dfm.report.scores import Scores, summarize
@@ -64,8 +64,11 @@ def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: s
   once the splits are scored, joins ``metrics.json`` (e.g. the query ledger with
   the final evaluation's queries). Writes ``metrics.json`` once, ``report.md``
   with its figures and, when ``after`` has a noise, ``noise.npy`` and
-  ``noise.png``. Prints one line; returns the metrics.
+  ``noise.png``. Prints one line; returns the metrics. Multi-host: process 0 does
+  all that (its arrays are its own), the others return ``{}`` at once.
   """
+  if not parallel.is_main_process():
+    return {}
   noise = None if after[1] is None else np.asarray(jax.device_get(after[1]))
   num_classes = config.model.num_classes
   results: dict[str, Any] = {"method": method, "dataset": dataset, "split": "test"}

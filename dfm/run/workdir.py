@@ -7,6 +7,8 @@ from typing import Any
 
 import ml_collections
 
+from dfm import parallel
+
 RunFn = Callable[[ml_collections.ConfigDict, str], Any]
 
 
@@ -55,7 +57,10 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> Path:
           f"{', '.join(_differing_keys(found, wanted))}). Use a new --workdir, or move "
           "that run away yourself; dfm never overwrites a run.")
     return path
-  config_file.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+  if parallel.is_main_process():  # Multi-host: process 0 writes, whole (the others may read).
+    staged = path / "config.json.partial"
+    staged.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    staged.replace(config_file)
   return path
 
 
