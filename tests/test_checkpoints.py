@@ -12,7 +12,7 @@ import pytest
 from dfm.run import checkpoint, loop, methods
 from experiments import cli
 from tests.test_experiments import (REPO, _dft_config, _interrupt_after, _Interrupted,  # noqa: F401
-                                    classifier_dir, dft_run)
+                                    dft_run)
 
 
 def _interrupted_run(config, workdir: Path, monkeypatch, batches: int = 3) -> Path:

@@ -21,19 +21,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def classifier_dir(data_dir, tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("classifier")
-  config = _config("mnist5k", data_dir=data_dir)
-  results = methods.train_classifier(config, str(workdir))
-  test = data.open_split("mnist5k", "test", data_dir)
-  labels = next(data.iterate_eval_batches(test, batch_size=len(test)))["label"]
-  majority = np.bincount(labels).max() / len(labels)  # 10%: the digits are balanced.
-  # Its one runlocal epoch learns something: 23-30% on test for seeds 0-2.
-  assert results["test"]["accuracy"] >= majority + 0.1
-  return str(workdir)
-
-
-@pytest.fixture(scope="module")
 def dft_run(data_dir, classifier_dir, tmp_path_factory):
   """``(workdir, results)`` of one finished DFT run of the runlocal config."""
   workdir = tmp_path_factory.mktemp("dft")

@@ -16,7 +16,7 @@ import pytest
 from dfm import data, models, parallel
 from dfm.run import phases
 from experiments import cli
-from tests.test_experiments import REPO, _dft_config, classifier_dir  # noqa: F401
+from tests.test_experiments import REPO, _dft_config
 
 # Adam at the paper's lr 1e-3: at the runlocal lr 0.3 (or 1e-2), Adam's division by
 # sqrt(v) turns the last bits in which gloo's all-reduce across processes and XLA's
