@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests import entrypoints
+
 REPO = Path(__file__).resolve().parent.parent
 DFT = ("experiments.dft", "--config=configs/digits.py:mnist5k_to_uci", "--workdir=runs/never")
 
@@ -26,9 +28,36 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
   return lines[0]
 
 
-@pytest.mark.parametrize("flag", ["--help", "--helpshort", "-h"])
-def test_help_lists_the_entrypoints_own_flags_and_exits_0(flag):
-  result = run("experiments.dft", flag)
+HELP_FLAGS = ("--help", "--helpshort", "-h")
+BAD_LINES = {
+    ("experiments.dft", "--config=configs/digitz.py", "--workdir=runs/never"):
+        "error: no config file configs/digitz.py (from --config=configs/digitz.py); run from "
+        "the repository root",
+    ("experiments.dft", "--config=configs/digits.py", "--workdir=runs/never"):
+        "error: This config file needs a name: --config=FILE:NAME with NAME one of "
+        "['mnist5k', 'mnist5k_to_uci'].",
+    (*DFT, "--config.dft.lam=-1"): "error: config.dft.lam=-1.0 must be >= 0",
+    (*DFT, "--config.dft.lam=nan"): "error: config.dft.lam=nan must be a finite number.",
+}
+NOT_ONNX = ("experiments.evaluate", "--config=configs/own_model.py:onnx,dataset=uci_digits")
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory) -> dict[tuple[str, ...], subprocess.CompletedProcess]:
+  """The module's commands that need no fresh process, run in one (tests/entrypoints.py):
+  command -> its exit status and output."""
+  model = tmp_path_factory.mktemp("model") / "model.onnx"
+  model.write_text("not a model")
+  commands = [*(("experiments.dft", flag) for flag in HELP_FLAGS),
+              (*DFT, "--config.dft.lam=0.5", "--dry_run"), *BAD_LINES,
+              (*NOT_ONNX, f"--config.model.path={model}")]
+  results = entrypoints.run_all([["-m", *command] for command in commands])
+  return {**dict(zip(commands, results)), ("model",): model}
+
+
+@pytest.mark.parametrize("flag", HELP_FLAGS)
+def test_help_lists_the_entrypoints_own_flags_and_exits_0(ran, flag):
+  result = ran[("experiments.dft", flag)]
   assert result.returncode == 0
   assert result.stdout.startswith("Data fine-tuning")
   listed = [line.split(":")[0].strip() for line in result.stdout.splitlines()
@@ -38,8 +67,8 @@ def test_help_lists_the_entrypoints_own_flags_and_exits_0(flag):
   assert "--config.FIELD=VALUE overrides" in result.stdout
 
 
-def test_dry_run_prints_the_resolved_config_and_runs_nothing():
-  result = run(*DFT, "--config.dft.lam=0.5", "--dry_run")
+def test_dry_run_prints_the_resolved_config_and_runs_nothing(ran):
+  result = ran[(*DFT, "--config.dft.lam=0.5", "--dry_run")]
   assert result.returncode == 0, result.stderr
   config = json.loads(result.stdout.split("--config:\n", 1)[1].split("\n--", 1)[0])
   assert config["dft"]["lam"] == 0.5 and config["classifier_dir"] == "runs/mnist5k"
@@ -47,18 +76,9 @@ def test_dry_run_prints_the_resolved_config_and_runs_nothing():
   assert not (REPO / "runs" / "never").exists()
 
 
-@pytest.mark.parametrize("args, message", [
-    (("experiments.dft", "--config=configs/digitz.py", "--workdir=runs/never"),
-     "error: no config file configs/digitz.py (from --config=configs/digitz.py); run from "
-     "the repository root"),
-    (("experiments.dft", "--config=configs/digits.py", "--workdir=runs/never"),
-     "error: This config file needs a name: --config=FILE:NAME with NAME one of "
-     "['mnist5k', 'mnist5k_to_uci']."),
-    ((*DFT, "--config.dft.lam=-1"), "error: config.dft.lam=-1.0 must be >= 0"),
-    ((*DFT, "--config.dft.lam=nan"), "error: config.dft.lam=nan must be a finite number."),
-])
-def test_bad_command_lines_end_with_one_line(args, message):
-  assert one_line_error(run(*args)).startswith(message)
+@pytest.mark.parametrize("args", BAD_LINES)
+def test_bad_command_lines_end_with_one_line(ran, args):
+  assert one_line_error(ran[args]).startswith(BAD_LINES[args])
   assert not (REPO / "runs" / "never").exists()
 
 
@@ -97,10 +117,8 @@ def test_a_folder_of_unreadable_images_leaves_nothing_behind(tmp_path):
   assert left == ["mine", "mine/notes.txt"]
 
 
-def test_a_file_that_is_not_onnx_is_named_in_one_line(tmp_path):
-  (tmp_path / "model.onnx").write_text("not a model")
-  line = one_line_error(run("experiments.evaluate",
-                            "--config=configs/own_model.py:onnx,dataset=uci_digits",
-                            f"--config.model.path={tmp_path / 'model.onnx'}"))
-  assert line.startswith(f"error: {tmp_path / 'model.onnx'} is not an ONNX model (DecodeError: ")
+def test_a_file_that_is_not_onnx_is_named_in_one_line(ran):
+  model = ran[("model",)]
+  line = one_line_error(ran[(*NOT_ONNX, f"--config.model.path={model}")])
+  assert line.startswith(f"error: {model} is not an ONNX model (DecodeError: ")
   assert line.endswith("pass an .onnx file, e.g. one written by torch.onnx.export.")

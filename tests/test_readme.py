@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import entrypoints
+
 README = Path(__file__).parent.parent / "README.md"
 
 
@@ -53,7 +55,7 @@ def test_every_readme_command_parses_as_typed_in_the_venv_it_documents(tmp_path)
   the repository root, with --dry_run: its flags, config file and overrides all parse.
 
   bash reads every line as typed (quotes, ``$S``) and hands the venv's ``python`` the
-  arguments; they are recorded, then all run in one process (tests/dry_run_all.py)."""
+  arguments; they are recorded, then all run in one process (tests/entrypoints.py)."""
   venv = README.parent / ".venv" / "bin" / "activate"
   if not venv.is_file():
     pytest.skip("no .venv: README's commands run in the venv `make` sets up")
@@ -70,8 +72,7 @@ def test_every_readme_command_parses_as_typed_in_the_venv_it_documents(tmp_path)
   assert shell.returncode == 0, shell.stderr
   arguments = [json.loads(line) for line in record.read_text().splitlines()]
   assert len(arguments) == len(commands)
-  ran = subprocess.run([sys.executable, "-m", "tests.dry_run_all"], cwd=README.parent,
-                       input=json.dumps(arguments), capture_output=True, text=True, check=True)
-  failed = [f"{command}\n  -> {result['stderr']}"
-            for command, result in zip(commands, json.loads(ran.stdout)) if result["code"] != 0]
+  results = entrypoints.run_all(arguments)
+  failed = [f"{command}\n  -> {' / '.join(result.stderr.strip().splitlines()[-2:])}"
+            for command, result in zip(commands, results) if result.returncode != 0]
   assert not failed, "\n".join(failed)
