@@ -5,15 +5,25 @@ programs many times over: every run rebuilds its train, DFT and eval steps as fr
 closures, which ``jax.jit`` cannot recognise, and the same tiny classifier is built by
 many tests. JAX's persistent compilation cache recognises them by their program, so
 every compile after the first of a program is a file read, in this session and the
-next, and in the commands the tests run as subprocesses. It lives in ``.cache/jax`` at the repository root (ignored by git through its own
-``.cache/.gitignore``); set ``JAX_COMPILATION_CACHE_DIR`` to use another folder, or to
-the empty string to compile everything afresh.
+next, and in the commands the tests run as subprocesses. It lives in ``.cache/jax`` at
+the repository root (ignored by git through its own ``.cache/.gitignore``); set
+``JAX_COMPILATION_CACHE_DIR`` to use another folder, or to the empty string to compile
+everything afresh.
+
+The tests' programs are tiny, so XLA is asked to compile fast rather than to make fast
+code (``--xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE``, unless ``XLA_FLAGS`` sets a
+preset already): the suite ran about a quarter faster from a cold cache, the same tests
+passing. It is set in the environment, so the tests' subprocesses compile the same way.
 """
 import os
 from pathlib import Path
 
-import jax
-import pytest
+if "xla_cpu_opt_preset" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_cpu_opt_preset=CPU_OPT_PRESET_FAST_COMPILE").strip()
+
+import jax  # pylint: disable=wrong-import-position  (after XLA_FLAGS, which JAX reads once)
+import pytest  # pylint: disable=wrong-import-position
 
 jax.config.update("jax_num_cpu_devices", 4)
 
