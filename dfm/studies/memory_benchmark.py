@@ -82,7 +82,7 @@ def prepare_blobs(data_dir: str, size: int) -> str:
     images, labels = blob_images(size, seed=size)
     np.savez(source, image=images, label=labels, class_names=np.array(["right", "left"]))
     del images
-    data.prepare(DATASET, str(target), manual_dir=str(source))
+    data.prepare_and_summarize(DATASET, str(target), manual_dir=str(source))
   finally:
     source.unlink(missing_ok=True)
   return str(target)
