@@ -22,7 +22,7 @@ The embedded datasets are prepared into --config.data_dir if they are not yet.
 
 prints instead the peak RSS (MB) of one DFT epoch and one evaluation pass on synthetic
 datasets of 10,000 and 100,000 RGB 64x64 images, prepared once into --memory_data_dir
-(1.3 GB) and reused (dfm.studies.memory_benchmark; target: 100k within 1.2x of 10k).
+(0.9 GB) and reused (dfm.studies.memory_benchmark; target: 100k within 1.2x of 10k).
 """
 import json
 import time
