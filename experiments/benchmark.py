@@ -17,6 +17,12 @@ Figures (all medians over --repeats):
   torch_step_ms  the same step written plainly in PyTorch eager on the same
                  architecture, when torch is installed (`pip install -e '.[bench]'`)
 The embedded datasets are prepared into --config.data_dir if they are not yet.
+
+  python -m experiments.benchmark --memory --memory_data_dir=/tmp/dfm_memory
+
+prints instead the peak RSS (MB) of one DFT epoch and one evaluation pass on synthetic
+datasets of 10,000 and 100,000 RGB 64x64 images, prepared once into --memory_data_dir
+(0.9 GB) and reused (dfm.studies.memory_benchmark; target: 100k within 1.2x of 10k).
 """
 import json
 import time
@@ -32,12 +38,16 @@ from dfm import data, models
 from dfm.dft import init_state, make_update_step
 from dfm.optim import make_optimizer
 from dfm.parallel import jit_step
+from dfm.studies import memory_benchmark
 from dfm.xla import compiler_options
 from experiments.cli import quiet_library_logs, run_app
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/digits.py:mnist5k_to_uci", "DFT config whose model and data to time.")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed repetitions of each figure.")
+_MEMORY = flags.DEFINE_bool("memory", False, "Peak host memory against dataset size instead.")
+_MEMORY_DATA_DIR = flags.DEFINE_string("memory_data_dir", "data/memory",
+                                       "Where --memory prepares (and reuses) its datasets.")
 
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -110,6 +120,9 @@ def benchmark(config, repeats: int) -> dict:
 def main(argv: list[str]) -> None:
   del argv
   quiet_library_logs()
+  if _MEMORY.value:
+    print(json.dumps(memory_benchmark.measure(_MEMORY_DATA_DIR.value)))
+    return
   print(json.dumps(benchmark(_CONFIG.value, _REPEATS.value)))
 
 

@@ -156,15 +156,24 @@ def describe_ssim(image_shape: tuple[int, ...]) -> str:
           "(skimage: `gaussian_weights=True, sigma=1.5, use_sample_covariance=False`).")
 
 
-def mean_ssim(images: np.ndarray, perturbed: np.ndarray) -> float:
-  """Mean SSIM over ``(H, W, C)`` image pairs with the settings of Wang et al. (2004):
+def ssim_values(images: np.ndarray, perturbed: np.ndarray) -> list[float]:
+  """SSIM of each ``(H, W, C)`` image pair with the settings of Wang et al. (2004):
   an 11x11 Gaussian window of sigma 1.5, population covariances, data range 1,
   channels averaged (:func:`ssim_options`).
 
   Example::
 
-    mean_ssim(images, images)  # 1.0: nothing changed
+    ssim_values(images[:2], images[:2])  # [1.0, 1.0]: nothing changed
   """
   options = ssim_options(np.shape(images)[1:])
-  return float(np.mean([structural_similarity(a, b, **options)
-                        for a, b in zip(images, perturbed)]))
+  return [float(structural_similarity(a, b, **options)) for a, b in zip(images, perturbed)]
+
+
+def mean_ssim(images: np.ndarray, perturbed: np.ndarray) -> float:
+  """Mean of :func:`ssim_values` over the image pairs.
+
+  Example::
+
+    mean_ssim(images, images)  # 1.0: nothing changed
+  """
+  return float(np.mean(ssim_values(images, perturbed)))

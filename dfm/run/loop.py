@@ -187,6 +187,10 @@ def run_loop(
 ) -> tuple[Any, list[Record]]:
   """Runs ``update`` over ``batches`` until ``total_batches`` are done, resuming first.
 
+  The host dispatches at most one batch ahead of the batch being computed (it waits
+  for the previous batch's metrics), so batches queued by asynchronous dispatch do not
+  pile up: peak memory does not grow with the number of batches.
+
   Args:
     state: the initial state (restored over from the latest checkpoint, if any).
     batches: a grain iterator with ``get_state``/``set_state``, whose n-th batch is
@@ -227,7 +231,7 @@ def run_loop(
   elif on_resume is not None:
     state = on_resume(state, done)
   first, started = done, time.perf_counter()
-  last = (done, state, batches.get_state())
+  last, in_flight = (done, state, batches.get_state()), None
   try:
     with _ctrl_c_between_batches() as ctrl_c:
       while done < total_batches:
@@ -238,7 +242,8 @@ def run_loop(
             checkpoint.save(mngr, done, state, batches.get_state())
           break
         state, metrics = update(state, next(batches))
-        done += 1
+        jax.block_until_ready(in_flight)  # Dispatch runs one batch ahead, not the epoch.
+        in_flight, done = metrics, done + 1
         state = _after_batch(state, metrics, done, records, mngr=mngr, batches=batches,
                              total=total_batches, cadence=(checkpoint_every, log_every),
                              log_file=log_file, on_batches_done=on_batches_done,

@@ -9,7 +9,7 @@ one on validation and test, and write the same ``metrics.json``::
 with accuracy, per-class accuracy and, where images are perturbed, PSNR and SSIM.
 """
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ import ml_collections
 import numpy as np
 
 from dfm import data, parallel
+from dfm.data.batching import images_to_unit_range
+from dfm.data.reading import make_reader
 from dfm.report import document as report
 from dfm.report import figures, metrics
 from dfm.report.scores import Scores, summarize
@@ -26,19 +28,17 @@ from dfm.run.evaluate import EvalStep, score_split
 from dfm.run.workdir import write_json
 from dfm.transform import perturb
 
-# SSIM is computed on host image by image: the first this many test images.
+# SSIM is computed on host image by image, a batch read at a time: the first this many
+# test images.
 SSIM_IMAGES = 1000
 METHOD_TITLES = {"dft": "DFT", "mft": "MFT", "dft_mft": "DFT+MFT", "query_dft": "Query-only DFT"}
 
 
-def _test_images(source, config, limit: int) -> np.ndarray:
-  """The first ``limit`` test images, in the order they are scored."""
-  images = []
-  for batch in data.iterate_eval_batches(source, batch_size=config.eval_batch_size):
-    images.append(np.asarray(batch["image"])[np.asarray(batch["mask"]) > 0])
-    if sum(map(len, images)) >= limit:
-      break
-  return np.concatenate(images)[:limit]
+def _images(source: Any, indices: Iterable[int]) -> np.ndarray:
+  """The images of ``source`` at ``indices`` as they are scored: float32 in [0, 1],
+  read back one batch of indices at a time (never the split)."""
+  images, _ = make_reader(source)([int(i) for i in indices])
+  return images_to_unit_range(images)
 
 
 def _fixed(before: Scores, after: Scores) -> np.ndarray:
@@ -47,10 +47,57 @@ def _fixed(before: Scores, after: Scores) -> np.ndarray:
   return np.flatnonzero(fixed)[:report.MAX_SAMPLES]
 
 
-def _samples(before: Scores, after: Scores, fixed: np.ndarray, images: np.ndarray,
-             perturbed: np.ndarray) -> figures.Samples:
-  return figures.Samples(images[fixed], perturbed[fixed], before.labels[fixed],
-                        before.predictions[fixed], after.predictions[fixed])
+def _perturbed_of(noise: Any, transform: str) -> Callable[[np.ndarray], np.ndarray]:
+  """``images -> perturb(images, noise)`` (jitted, on host); the images as they are
+  when ``noise`` is None."""
+  if noise is None:
+    return lambda images: images
+  compiled = jax.jit(functools.partial(perturb, transform=transform))
+  return lambda images: np.asarray(compiled(images, noise))
+
+
+def _samples(source: Any, before: Scores, after: Scores,
+             perturbed_of: Callable[[np.ndarray], np.ndarray]) -> figures.Samples:
+  """The test images :func:`_fixed` picks, read back by index, and what the
+  classifier sees after."""
+  fixed = _fixed(before, after)
+  images = _images(source, fixed if len(fixed) else [0])[:len(fixed)]
+  return figures.Samples(images, perturbed_of(images), before.labels[fixed],
+                         before.predictions[fixed], after.predictions[fixed])
+
+
+def streamed_ssim(source: Any, perturbed_of: Callable[[np.ndarray], np.ndarray], *,
+                  count: int, batch_size: int) -> float:
+  """Mean SSIM of the first ``count`` images of ``source`` and ``perturbed_of(images)``,
+  read ``batch_size`` at a time: memory of one batch, whatever the split's size.
+
+  ``mean_k SSIM(X_k, Z_k)`` over ``k < count``, :func:`dfm.report.metrics.mean_ssim`'s
+  figure for the same images held at once.
+
+  Example::
+
+    streamed_ssim(sources["test"], lambda x: perturb(x, noise), count=1000, batch_size=800)
+  """
+  values = []
+  for start in range(0, count, batch_size):
+    images = _images(source, range(start, min(start + batch_size, count)))
+    values += metrics.ssim_values(images, perturbed_of(images))
+  return float(np.mean(values))
+
+
+def _appearance(workdir: Path, source: Any, config: ml_collections.ConfigDict, noise: Any,
+                transform: str, psnr: float) -> dict[str, Any]:
+  """Writes ``noise.npy`` and ``noise.png``; returns the report's appearance figures:
+  the split's PSNR and the mean SSIM of its first :data:`SSIM_IMAGES` images."""
+  image_shape = _images(source, [0]).shape[1:]
+  np.save(workdir / "noise.npy", noise)
+  figures.save_noise_png(noise, workdir / "noise.png", transform=transform,
+                         image_shape=image_shape)
+  count = min(SSIM_IMAGES, len(source))
+  ssim = streamed_ssim(source, _perturbed_of(noise, transform), count=count,
+                       batch_size=config.eval_batch_size)
+  return {"psnr_db": psnr, "ssim_images": count, "ssim": ssim,
+          "ssim_settings": metrics.describe_ssim(image_shape)}
 
 
 def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: str, dataset: str,
@@ -85,20 +132,10 @@ def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: s
     else:
       results["val"] = summary
   test = scores["test"]
-  fixed = _fixed(test["before"], test["after"])
-  num_images = max(SSIM_IMAGES if noise is not None else 0, int(fixed.max(initial=-1)) + 1, 1)
-  images = _test_images(sources["test"], config, num_images)
-  perturbed = images if noise is None else np.asarray(
-      jax.jit(functools.partial(perturb, transform=transform))(images, noise))
   appearance = None
   if noise is not None:
-    np.save(workdir / "noise.npy", noise)
-    figures.save_noise_png(noise, workdir / "noise.png", transform=transform,
-                           image_shape=images.shape[1:])
-    count = min(SSIM_IMAGES, len(images))
-    appearance = {"psnr_db": results["after"]["psnr_db"], "ssim_images": count,
-                  "ssim": metrics.mean_ssim(images[:count], perturbed[:count]),
-                  "ssim_settings": metrics.describe_ssim(images.shape[1:])}
+    appearance = _appearance(workdir, sources["test"], config, noise, transform,
+                             results["after"]["psnr_db"])
     results["after"]["ssim"] = appearance["ssim"]
   head = {key: results.pop(key) for key in ("method", "dataset", "split")}
   results = {**head, **(extra() if extra is not None else {}), **results}
@@ -106,7 +143,8 @@ def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: s
   report.write_report(
       workdir, title=f"{METHOD_TITLES[method]} on {dataset}",
       class_names=data.class_names_of(sources["test"]), before=test["before"], after=test["after"],
-      samples=_samples(test["before"], test["after"], fixed, images, perturbed),
+      samples=_samples(sources["test"], test["before"], test["after"],
+                       _perturbed_of(noise, transform)),
       appearance=appearance, has_noise=noise is not None)
   _print_summary(results, workdir)
   return results
