@@ -1,10 +1,10 @@
-"""The DFT step written plainly in PyTorch (eager), as a user would without dfm.
+"""The DFT step written plainly in PyTorch, as a user would without dfm.
 
 Used only by ``experiments.benchmark`` (``pip install -e '.[bench]'``) to compare
-speed on the same architecture; never imported by dfm itself.
+speed on the same architecture, eager and under ``torch.compile``; never imported
+by dfm itself.
 """
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,14 +31,26 @@ def torch_vgg(blocks: Sequence[Sequence[int]], dense: Sequence[int], num_classes
   return nn.Sequential(*layers)
 
 
-def time_torch_dft_step(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
-                        lam: float, lr: float, repeats: int) -> float:
-  """Median ms of one DFT update (tanh transform, hinge + lam * appearance, Adam)."""
+def make_torch_dft_step(model: nn.Module, images: np.ndarray, labels: np.ndarray, *,
+                        lam: float, lr: float, compiled: bool = False) -> Callable[[], None]:
+  """One DFT update in place on its own noise (tanh transform, hinge + lam * appearance, Adam).
+
+  ``loss = mean_k (1 - p_true,k) + lam * mean_k ||X_k - Z_k||^2`` with
+  ``Z = 0.5 (tanh(atanh(2X - 1) + N) + 1)``; the model is frozen. With ``compiled``
+  the step is ``torch.compile``-d and its first call compiles it from scratch
+  (inductor's on-disk caches off, so that call's time is what a fresh machine pays).
+
+  Example::
+
+    step = make_torch_dft_step(torch_vgg(((8,),), (16,), 10, (28, 28, 1)), x, y,
+                               lam=0.01, lr=1e-2)
+    step()  # one update of the noise
+  """
   model.eval()
   for parameter in model.parameters():
     parameter.requires_grad_(False)
-  x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-  y = torch.from_numpy(labels).long()
+  x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).contiguous()
+  y = torch.from_numpy(np.array(labels)).long()
   noise = torch.zeros(x.shape[1:], requires_grad=True)
   optimizer = torch.optim.Adam([noise], lr=lr)
   centred = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
@@ -52,10 +64,7 @@ def time_torch_dft_step(model: nn.Module, images: np.ndarray, labels: np.ndarray
     loss.backward()
     optimizer.step()
 
-  step()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - start)
-  return 1000 * float(np.median(times))
+  if not compiled:
+    return step
+  torch._inductor.config.force_disable_caches = True  # pylint: disable=protected-access
+  return torch.compile(step)
