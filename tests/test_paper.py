@@ -142,6 +142,15 @@ def test_compares_that_differ_in_dft_only_share_one_classifier(data_dir, tmp_pat
     assert not (tmp_path / f"lam{lam}" / "classifier").exists()
 
 
+def test_compare_refuses_k_settings_before_anything_runs(data_dir, tmp_path):
+  config = _config(data_dir)
+  with config.unlocked():
+    config.dft.lams = (0.01, 0.1)
+  with pytest.raises(ValueError, match="compare's table of one run per method cannot hold"):
+    compare.run(config, str(tmp_path / "compare"), seeds=1, methods=["dft"])
+  assert not (tmp_path / "compare").exists()
+
+
 class _Interrupted(Exception):
   pass
 

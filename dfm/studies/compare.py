@@ -31,6 +31,7 @@ from dfm import data
 from dfm.report.tables import format_mean_std, markdown_table, write_csv
 from dfm.run.methods import METHODS as RUNS
 from dfm.run.checks import check_schedule
+from dfm.run.settings import has_settings
 from dfm.run.results import METHOD_TITLES
 from dfm.run.workdir import claim_workdir, run_once, write_json
 
@@ -112,6 +113,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
   _check_methods(list(methods))
   if seeds < 1:
     raise ValueError(f"--seeds must be at least 1, got {seeds}.")
+  if has_settings(config):
+    raise ValueError("config.dft.lams/lrs train K settings in one DFT run, which compare's "
+                     "table of one run per method cannot hold: set config.dft.lam and lr (or "
+                     "sweep them: experiments.sweep --experiment=compare --grid='dft.lam=...').")
   trains = config.model.get("kind", "vgg") == "vgg"  # Else the model is given, frozen.
   for section in ("train",) * trains + tuple(methods):
     check_schedule(config, section)
