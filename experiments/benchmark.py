@@ -61,22 +61,6 @@ from experiments.cli import quiet_library_logs, run_app
 
 TORCH_FIGURES = ("none", "eager", "compile")
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/digits.py:mnist5k_to_uci", "DFT config whose model and data to time.")
-_REPEATS = flags.DEFINE_integer("repeats", 10, "Timed repetitions of each figure.")
-_VMAP_K = flags.DEFINE_integer("vmap_k", 8, "Settings (lam, lr) of the vmap figure.",
-                               lower_bound=1)
-_VMAP_BATCH = flags.DEFINE_integer(
-    "vmap_batch", 0, "Examples per setting in the vmap figure; 0: config.dft.batch_size. "
-    "Accelerators run K settings at a small batch each best.", lower_bound=0)
-_TORCH = flags.DEFINE_enum(
-    "torch", "compile", TORCH_FIGURES,
-    "PyTorch references to time: none, eager, or eager and torch.compile (~40 s to compile).")
-
-_MEMORY = flags.DEFINE_bool("memory", False, "Peak host memory against dataset size instead.")
-_MEMORY_DATA_DIR = flags.DEFINE_string("memory_data_dir", "data/memory",
-                                       "Where --memory prepares (and reuses) its datasets.")
-
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
   jax.block_until_ready(fn())
   times = []
@@ -229,15 +213,34 @@ def benchmark(config, *, repeats: int, vmap_k: int = 8, vmap_batch: int = 0,
   }
 
 
-def main(argv: list[str]) -> None:
-  del argv
-  quiet_library_logs()
-  if _MEMORY.value:
-    print(json.dumps(memory_benchmark.measure(_MEMORY_DATA_DIR.value)))
-    return
-  print(json.dumps(benchmark(_CONFIG.value, repeats=_REPEATS.value, vmap_k=_VMAP_K.value,
-                             vmap_batch=_VMAP_BATCH.value, torch=_TORCH.value)))
+def main() -> None:
+  """Defines the flags (here, so that importing this module defines none) and runs."""
+  config = config_flags.DEFINE_config_file(
+      "config", "configs/digits.py:mnist5k_to_uci", "DFT config whose model and data to time.")
+  repeats = flags.DEFINE_integer("repeats", 10, "Timed repetitions of each figure.")
+  vmap_k = flags.DEFINE_integer("vmap_k", 8, "Settings (lam, lr) of the vmap figure.",
+                                lower_bound=1)
+  vmap_batch = flags.DEFINE_integer(
+      "vmap_batch", 0, "Examples per setting in the vmap figure; 0: config.dft.batch_size. "
+      "Accelerators run K settings at a small batch each best.", lower_bound=0)
+  torch = flags.DEFINE_enum(
+      "torch", "compile", TORCH_FIGURES,
+      "PyTorch references to time: none, eager, or eager and torch.compile (~40 s to compile).")
+  memory = flags.DEFINE_bool("memory", False, "Peak host memory against dataset size instead.")
+  memory_data_dir = flags.DEFINE_string("memory_data_dir", "data/memory",
+                                        "Where --memory prepares (and reuses) its datasets.")
+
+  def work(argv: list[str]) -> None:
+    del argv
+    quiet_library_logs()
+    if memory.value:
+      print(json.dumps(memory_benchmark.measure(memory_data_dir.value)))
+      return
+    print(json.dumps(benchmark(config.value, repeats=repeats.value, vmap_k=vmap_k.value,
+                               vmap_batch=vmap_batch.value, torch=torch.value)))
+
+  run_app(work)
 
 
 if __name__ == "__main__":
-  run_app(main)
+  main()

@@ -1,6 +1,8 @@
 """experiments.benchmark on the tiny config: every figure of its JSON, measured for real."""
 import json
 
+from absl import flags
+
 from configs import digits
 from experiments import benchmark
 
@@ -21,3 +23,9 @@ def test_benchmark_measures_every_figure_and_compiles_the_step_once(data_dir):
   assert not any(name.startswith("torch") for name in result)
   # XLA counts a conv's multiply-adds: the tiny VGG's forward alone is ~0.2 MFLOP an image.
   assert result["step_gflop"] > 0.2e-3 * config.dft.batch_size
+
+
+def test_importing_the_benchmark_defines_no_flags():
+  """Its flags are defined when it runs, as every entrypoint's: a test process that imports
+  it can still define --config for another entrypoint."""
+  assert benchmark.main and not {"repeats", "vmap_k", "memory_data_dir"} & set(flags.FLAGS)
