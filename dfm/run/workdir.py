@@ -50,11 +50,11 @@ def claim_workdir(workdir: str, config: ml_collections.ConfigDict) -> Path:
   wanted = json.loads(config.to_json_best_effort(sort_keys=True))
   config_file = path / "config.json"
   if config_file.exists():
-    found = json.loads(config_file.read_text())
-    if _differing_keys(found, wanted):
+    differing = _differing_keys(json.loads(config_file.read_text()), wanted)
+    if differing:
       raise ValueError(
           f"Workdir {path} holds a run with a different config (differs in: "
-          f"{', '.join(_differing_keys(found, wanted))}). Use a new --workdir, or move "
+          f"{', '.join(differing)}). Use a new --workdir, or move "
           "that run away yourself; dfm never overwrites a run.")
     return path
   if parallel.is_main_process():  # Multi-host: process 0 writes, whole (the others may read).

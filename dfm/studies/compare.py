@@ -59,10 +59,11 @@ def classifier_config(config: ml_collections.ConfigDict) -> ml_collections.Confi
   return ml_collections.ConfigDict(kept)
 
 
-def shared_classifier_dir(config: ml_collections.ConfigDict, shared: Path, seed: int) -> Path:
-  """``shared/<12 hex digits of the classifier's config>/seed<s>``: one folder per distinct
-  classifier, whatever the methods' settings."""
-  text = json.dumps(classifier_config(config).to_dict(), sort_keys=True, default=str)
+def shared_classifier_dir(own: ml_collections.ConfigDict, shared: Path, seed: int) -> Path:
+  """``shared/<12 hex digits of own>/seed<s>`` for a classifier's config ``own``
+  (:func:`classifier_config`, before its seed): one folder per distinct classifier,
+  whatever the methods' settings."""
+  text = json.dumps(own.to_dict(), sort_keys=True, default=str)
   return shared / hashlib.sha256(text.encode()).hexdigest()[:12] / f"seed{seed}"
 
 
@@ -86,8 +87,8 @@ def _train_classifier(config: ml_collections.ConfigDict, seed: int, root: Path,
     classifier_dir = root / "classifier" / f"seed{seed}"
     run_once(RUNS["train_classifier"], seeded(config, seed, classifier_dir), classifier_dir)
     return classifier_dir
-  classifier_dir = shared_classifier_dir(config, shared, seed)
   own = classifier_config(config)
+  classifier_dir = shared_classifier_dir(own, shared, seed)
   own.seed = seed
   own.lock()
   with _exclusive(classifier_dir.with_suffix(".lock")):

@@ -27,14 +27,13 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from dfm.run import progress
+from dfm.studies import manifest
 from dfm.studies.sweep import Run, convert, plan, point_name, run_point
 
 METRIC = "val_accuracy"
 # Every trial's environment: JAX allocates GPU memory as it needs it, so several
 # trials (--ray.gpus_per_trial below 1) share a GPU.
 TRIAL_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-# What a finished run (a compare) writes last.
-FINISHED_FILES = ("metrics.json", "compare.json")
 SCHEDULERS = ("fifo", "asha")
 SEARCHES = ("", "optuna")
 # ASHA stops a trial at max_t reports; the run's own schedule ends it long before.
@@ -221,7 +220,7 @@ def _outcome(result: Any, table: dict[str, Run], root: Path, experiment: str) ->
   frame = result.metrics_dataframe
   curve = [] if frame is None or METRIC not in frame else frame[METRIC].dropna().tolist()
   error = None if result.error is None else (str(result.error).strip().splitlines() or ["?"])[-1]
-  return Trial(workdir, curve, any((workdir / name).is_file() for name in FINISHED_FILES), error)
+  return Trial(workdir, curve, manifest.finished(workdir), error)
 
 
 def run_on_ray(runs: list[Run], *, root: Path, experiment: str, seeds: int,
