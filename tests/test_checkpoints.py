@@ -25,8 +25,11 @@ def _interrupted_run(config, workdir: Path, monkeypatch, batches: int = 3) -> Pa
 
 
 def _truncate(step: Path) -> None:
-  data = max((step / "state").rglob("d/*"), key=lambda path: path.stat().st_size)
-  data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
+  """Cuts every data file of the step's state to half its length. (Cutting only the
+  largest one, twice in a full run of the suite the step still restored: the file cut
+  was apparently not one the restore needed.)"""
+  for data in (step / "state").rglob("d/*"):
+    data.write_bytes(data.read_bytes()[:data.stat().st_size // 2])
 
 
 def _scribble(step: Path) -> None:
