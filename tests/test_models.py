@@ -88,3 +88,14 @@ def test_apply_fn_is_pure_and_gives_logits():
   logits = jax.jit(apply_fn)(params, images)
   assert logits.shape == (3, 10) and logits.dtype == jnp.float32
   np.testing.assert_array_equal(logits, apply_fn(params, images))
+
+
+def test_initialisation_compiled_to_run_once_gives_the_bits_of_the_default_compile():
+  """``init_params`` compiles with LLVM at -O1 on CPU (``dfm.xla``): the values of XLA's
+  default -O3."""
+  module = models.VGG(blocks=((2,),), dense=(3,), num_classes=2)
+  shape = (6, 6, 1)
+  default = jax.jit(module.init, compiler_options={"xla_backend_optimization_level": "3"})(
+      jax.random.key(5), jnp.zeros((1, *shape)))["params"]
+  same = jax.tree.map(np.array_equal, models.init_params(module, shape, 5), default)
+  assert all(jax.tree.leaves(same))

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 
 from dfm.models.vgg import VGG
 from dfm.types import ApplyFn
+from dfm.xla import compiler_options
 
 
 def build_classifier(model_config: Mapping[str, Any]) -> VGG:
@@ -37,10 +38,12 @@ def init_params(module: VGG, input_shape: tuple[int, ...], seed: int) -> Any:
   """Initial parameters for images of ``input_shape`` = ``(H, W, C)``.
 
   Compiled as one program (the same values as running ``module.init`` op by op,
-  at half the time: eager init compiles each initializer separately).
+  at half the time: eager init compiles each initializer separately), for running
+  once (:func:`dfm.xla.compiler_options`).
   """
   dummy = jnp.zeros((1, *input_shape), jnp.float32)
-  return jax.jit(module.init)(jax.random.key(seed), dummy)["params"]
+  init = jax.jit(module.init, compiler_options=compiler_options(run_once=True))
+  return init(jax.random.key(seed), dummy)["params"]
 
 
 def param_shapes(module: VGG, input_shape: tuple[int, ...]) -> Any:
