@@ -48,7 +48,8 @@ def init_params(module: VGG, input_shape: tuple[int, ...], seed: int) -> Any:
 
 def param_shapes(module: VGG, input_shape: tuple[int, ...]) -> Any:
   """The parameter tree of ``module`` as ``jax.ShapeDtypeStruct`` (no compute)."""
-  return jax.eval_shape(lambda: init_params(module, input_shape, 0))
+  dummy = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+  return jax.eval_shape(module.init, jax.random.key(0), dummy)["params"]
 
 
 def count_params(params: Any) -> int:
