@@ -183,11 +183,17 @@ def test_a_pytorch_cnn_exported_to_onnx_is_differentiated_as_pytorch_does(tmp_pa
 
 
 def test_compare_runs_dft_mft_and_dft_mft_on_the_one_foreign_model(face_folder, tmp_path):
-  """No classifier to train: every method starts from gender-v1's own weights."""
+  """No classifier to train: every method starts from the ONNX model's own weights (a
+  linear model on the faces: gender-v1's graph runs end to end in the white-box test)."""
+  path = tmp_path / "linear.onnx"
+  linear_classifier(path, input_shape=(3, 25, 25), num_classes=2, outputs=("logits",))
   config = _gender_v1_on_folder(face_folder)
+  with config.unlocked():
+    config.model.update(path=str(path), input={**PLAIN, "size": (25, 25)}, output_kind="logits")
+  before = run_evaluate.evaluate_frozen(config)["test"]["accuracy"]
   comparison = compare.run(config, str(tmp_path / "compare"), seeds=1)
   assert not (tmp_path / "compare" / "classifier").exists()
   rows = comparison["test_accuracy"]
-  assert set(rows) == {"before", "dft", "mft", "dft_mft"} and rows["before"] == [0.9]
+  assert set(rows) == {"before", "dft", "mft", "dft_mft"} and rows["before"] == [before]
   mft = json.loads((tmp_path / "compare" / "mft" / "seed0" / "metrics.json").read_text())
-  assert mft["before"]["accuracy"] == 0.9 and "psnr_db" not in mft["after"]
+  assert mft["before"]["accuracy"] == before and "psnr_db" not in mft["after"]
