@@ -81,10 +81,13 @@ def dft_schedule(dataset: str) -> ml_collections.ConfigDict:
 
 
 def run_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Fields every run has: seed, data and logging cadence (in steps)."""
+  """Fields every run has: seed, data, logging cadence (in steps), and whether the
+  report draws its PNG figures (``--config.figures=False`` for large sweeps: report.md
+  keeps its tables, metrics.json every number; a run resumes either way)."""
   config.seed = 0
   config.data_dir = "data"
   config.eval_batch_size = 800
   config.log_every = 16
   config.checkpoint_every = 32
+  config.figures = True
   return config

@@ -128,7 +128,7 @@ def _dft_command(data_dir: str, classifier_dir: str, workdir: Path, *overrides: 
   return [sys.executable, "-m", "experiments.dft",
           "--config=configs/digits.py:mnist5k_to_uci,runlocal", f"--workdir={workdir}",
           f"--config.data_dir={data_dir}", f"--config.classifier_dir={classifier_dir}",
-          *overrides]
+          "--config.figures=False", *overrides]
 
 
 def _with_ctrl_c(command: list[str]) -> list[str]:

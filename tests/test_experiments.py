@@ -24,13 +24,17 @@ REPO = Path(__file__).resolve().parent.parent
 def dft_run(data_dir, classifier_dir, tmp_path_factory):
   """``(workdir, results)`` of one finished DFT run of the runlocal config."""
   workdir = tmp_path_factory.mktemp("dft")
-  return workdir, methods.dft(_dft_config(data_dir, classifier_dir), str(workdir))
+  config = _dft_config(data_dir, classifier_dir)
+  config.figures = True  # Every output, the report's figures included.
+  return workdir, methods.dft(config, str(workdir))
 
 
 def _config(name: str, **overrides):
+  """The runlocal config ``name`` with top-level ``overrides``; no report figures unless
+  ``figures=True`` (they are tested on dft_run and in test_report)."""
   config = digits.get_config(f"{name},runlocal")
   with config.unlocked():
-    for key, value in overrides.items():
+    for key, value in {"figures": False, **overrides}.items():
       config[key] = value
   return config
 
@@ -90,6 +94,9 @@ def test_interrupted_run_resumes_to_the_same_noise(data_dir, classifier_dir, dft
   methods.dft(config, str(tmp_path / "resumed"))
   np.testing.assert_array_equal(np.load(tmp_path / "resumed" / "noise.npy"),
                                 np.load(straight / "noise.npy"))
+  # config.figures=False: the report's tables, no PNG.
+  assert not list((tmp_path / "resumed").glob("*.png"))
+  assert "Figures not drawn" in (tmp_path / "resumed" / "report.md").read_text()
   logged = [json.loads(line)["batch"]
             for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
   assert logged == sorted(set(logged))
@@ -102,6 +109,16 @@ def test_workdir_of_another_config_is_refused_and_kept(data_dir, classifier_dir,
   with pytest.raises(ValueError, match=r"different config \(differs in: dft.lam\)"):
     methods.dft(_dft_config(data_dir, classifier_dir, lam=0.5), str(workdir))
   assert {path: path.read_bytes() for path in workdir.rglob("*") if path.is_file()} == before
+
+
+def test_a_run_resumes_with_or_without_figures(tmp_path):
+  config = ml_collections.ConfigDict({"dft": {"lam": 0.1}, "figures": True})
+  workdir_lib.claim_workdir(str(tmp_path), config)
+  config.figures = False
+  assert workdir_lib.claim_workdir(str(tmp_path), config) == tmp_path
+  config.dft.lam = 0.2
+  with pytest.raises(ValueError, match=r"differs in: dft.lam\)"):
+    workdir_lib.claim_workdir(str(tmp_path), config)
 
 
 def test_a_run_made_before_a_field_was_added_is_the_same_config(tmp_path):

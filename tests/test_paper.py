@@ -20,10 +20,12 @@ from dfm.studies import collect
 SEEDS = 1  # Runs are the slow part; mean +- std over seeds is tested on made-up results.
 
 
-def _config(data_dir, arg="uci_digits,runlocal"):
+def _config(data_dir, arg="uci_digits,runlocal", figures=False):
+  """The tiny config ``arg``; the report's figures only when asked (the compare's)."""
   config = intra.get_config(arg)
   with config.unlocked():
     config.data_dir = data_dir
+    config.figures = figures
     # Checkpoints and validation every 8 updates, not 2 (a compare takes ~4 s less): still
     # in the middle of each phase (DFT's 5 batches of 2 updates, MFT's 9 batches).
     config.checkpoint_every = config.log_every = 8
@@ -34,7 +36,7 @@ def _config(data_dir, arg="uci_digits,runlocal"):
 def compared(data_dir, tmp_path_factory):
   """One compare of every method on one seed, on UCI digits with a tiny VGG."""
   root = tmp_path_factory.mktemp("compare")
-  return root, compare.run(_config(data_dir), str(root), seeds=SEEDS)
+  return root, compare.run(_config(data_dir, figures=True), str(root), seeds=SEEDS)
 
 
 def test_compare_writes_the_table_and_the_claims(compared):

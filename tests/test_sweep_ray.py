@@ -40,6 +40,7 @@ def config(data_dir, tmp_path_factory):
   with config.unlocked():
     config.data_dir = data_dir
     config.classifier_dir = str(tmp_path_factory.mktemp("classifier"))
+    config.figures = False
     config.checkpoint_every = config.log_every = 100  # The classifier: its end only.
     methods.train_classifier(config, config.classifier_dir)
     config.checkpoint_every = config.log_every = 2

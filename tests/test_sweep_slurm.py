@@ -35,6 +35,7 @@ def _classifier_config(data_dir: str):
   config = intra.get_config("uci_digits,runlocal")
   with config.unlocked():
     config.data_dir = data_dir
+    config.figures = False
     config.checkpoint_every = config.log_every = 1000
   return config
 

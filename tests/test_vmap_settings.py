@@ -147,7 +147,7 @@ def test_one_checkpoint_and_a_folder_per_setting(k_run):
   assert [json.loads(line)["batch"] for line in (root / "metrics.jsonl").open()] == [5]
   for name in NAMES:
     assert {p.name for p in (root / name).iterdir()} >= {
-        "config.json", "metrics.json", "metrics.jsonl", "noise.npy", "noise.png", "report.md"}
+        "config.json", "metrics.json", "metrics.jsonl", "noise.npy", "report.md"}
   assert list(results["settings"]) == NAMES
   assert json.loads((root / "metrics.json").read_text()) == results
   record = json.loads((root / "metrics.jsonl").read_text().splitlines()[-1])

@@ -17,7 +17,7 @@ from dfm.report.scores import Scores, roc_of
 MAX_SAMPLES = 8
 
 
-def append_queries(workdir: Path, queries: dict[str, Any]) -> None:
+def append_queries(workdir: Path, queries: dict[str, Any], *, with_figures: bool = True) -> None:
   """Adds the query ledger and the accuracy-against-queries curve to ``report.md``."""
   rows = [[name, *(queries[part][name] for part in ("fit", "total"))]
           for name in ("calls", "images", "failures")]
@@ -28,8 +28,8 @@ def append_queries(workdir: Path, queries: dict[str, Any]) -> None:
           f"({100 * chosen['val_accuracy']:.1f}% val; batch 0 is no noise).\n\n"
           + tables.markdown_table(
               ["counted", "to fit and select", "with the final evaluation"], rows)
-          + "\n\n![validation accuracy against queries](queries.png)\n"
-          "Every point: `queries.csv`.\n")
+          + ("\n\n![validation accuracy against queries](queries.png)" if with_figures else "")
+          + "\n\nEvery point: `queries.csv`.\n")
   with (workdir / "report.md").open("a") as report:
     report.write(text)
 
@@ -50,20 +50,21 @@ def _confusion_table(scores: Scores, class_names: list[str]) -> str:
 
 
 def write_report(workdir: Path, *, title: str, class_names: list[str], before: Scores,
-                 after: Scores, samples: Samples, appearance: dict[str, float] | None,
-                 has_noise: bool) -> Path:
+                 after: Scores, samples: Samples | None, appearance: dict[str, float] | None,
+                 has_noise: bool, with_figures: bool = True) -> Path:
   """Writes ``report.md``, ``roc.png``, ``scores.png``, ``corrected.png`` into ``workdir``.
 
   ``appearance`` holds PSNR and SSIM between the test images and their perturbed
   versions, and ``"ssim_settings"``, the line of :func:`dfm.report.metrics.describe_ssim`
   written under the table (``None`` when the images are not perturbed). A PSNR that
   :func:`dfm.report.metrics.is_identical` reads ``"identical (N = 0)"``. ``has_noise``
-  links the run's ``noise.png``. Returns the report's path.
+  links the run's ``noise.png``. Without ``with_figures`` (``config.figures=False``, for
+  large sweeps) only the tables are written, no PNG, and ``samples`` may be None.
+  Returns the report's path.
   """
   num_classes = len(class_names)
   rocs = {"before": roc_of(before, num_classes), "after": roc_of(after, num_classes)}
-  aucs = figures.plot_roc(rocs, num_classes, workdir / "roc.png")
-  figures.plot_scores(before, after, class_names, workdir / "scores.png")
+  aucs = {name: metrics.area_under_curve(fpr, tpr) for name, (fpr, tpr, _) in rocs.items()}
   accuracy = {name: 100 * float(np.mean(s.predictions == s.labels))
               for name, s in (("before", before), ("after", after))}
   lines = [f"# {title}", "",
@@ -84,15 +85,32 @@ def write_report(workdir: Path, *, title: str, class_names: list[str], before: S
   for name, scores in (("Before", before), ("After", after)):
     lines += ["", f"## Confusion matrix, {name.lower()} (% of each true class)", "",
               _confusion_table(scores, class_names)]
-  lines += ["", "## ROC", "", "![ROC before and after](roc.png)"]
+  lines += ["", "## ROC"]
   if num_classes > 2:
     per_class = zip(class_names, rocs["before"][2], rocs["after"][2])
     lines += ["", "| class | AUC before | AUC after |", "|---|---|---|"]
     lines += [f"| {name} | {b:.4f} | {a:.4f} |" for name, b, a in per_class]
-  lines += ["", "## Score distributions", "",
-            "One panel per true class: the fraction of its test examples at each probability "
-            "of the true class, before (grey) and after (blue).", "",
-            "![scores before and after](scores.png)"]
+  if with_figures:
+    lines += _figures(workdir, rocs, aucs, before, after, samples, class_names, has_noise)
+  else:
+    lines += ["", "Figures not drawn (`config.figures=False`)."]
+  path = workdir / "report.md"
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def _figures(workdir: Path, rocs: dict[str, tuple], aucs: dict[str, float], before: Scores,
+             after: Scores, samples: Samples, class_names: list[str],
+             has_noise: bool) -> list[str]:
+  """Draws the report's PNGs (all but ``noise.png``, the run's own); returns the lines
+  that show them."""
+  figures.plot_roc(rocs, aucs, len(class_names), workdir / "roc.png")
+  figures.plot_scores(before, after, class_names, workdir / "scores.png")
+  lines = ["", "![ROC before and after](roc.png)",
+           "", "## Score distributions", "",
+           "One panel per true class: the fraction of its test examples at each probability "
+           "of the true class, before (grey) and after (blue).", "",
+           "![scores before and after](scores.png)"]
   if has_noise:
     lines += ["", "## The learned noise", "",
               "Resized to the images as the transform applies it. White is 0; red and blue "
@@ -105,6 +123,4 @@ def write_report(workdir: Path, *, title: str, class_names: list[str], before: S
               "bottom: what the classifier sees after.", "", "![corrected samples](corrected.png)"]
   else:
     lines.append("No test image went from wrong to right.")
-  path = workdir / "report.md"
-  path.write_text("\n".join(lines) + "\n")
-  return path
+  return lines

@@ -121,12 +121,12 @@ class Samples:
   after: np.ndarray
 
 
-def plot_roc(rocs: dict[str, tuple], num_classes: int, path: Path) -> dict[str, float]:
-  """Plots the ``{"before", "after"}`` curves of :func:`dfm.report.scores.roc_of`; returns their AUCs."""
+def plot_roc(rocs: dict[str, tuple], aucs: dict[str, float], num_classes: int,
+             path: Path) -> None:
+  """Plots the ``{"before", "after"}`` curves of :func:`dfm.report.scores.roc_of`, each
+  labelled with its AUC."""
   figure, axes = plt.subplots(figsize=(4, 4))
-  aucs = {}
   for name, (fpr, tpr, _) in rocs.items():
-    aucs[name] = metrics.area_under_curve(fpr, tpr)
     axes.plot(fpr, tpr, label=f"{name} (AUC {aucs[name]:.3f})")
   axes.plot([0, 1], [0, 1], ":", color="grey")
   axes.set(xlabel="false positive rate", ylabel="true positive rate",
@@ -135,7 +135,6 @@ def plot_roc(rocs: dict[str, tuple], num_classes: int, path: Path) -> dict[str, 
   figure.tight_layout()
   figure.savefig(path, dpi=100)
   plt.close(figure)
-  return aucs
 
 
 def save_queries_png(rows: list[dict[str, float]], path: Path) -> None:

@@ -24,7 +24,7 @@ from dfm.query import make_true_gradient
 from dfm.report.document import append_queries
 from dfm.run.checks import check_schedule
 from dfm.run.phases import fit_noise_by_queries, noise_shape
-from dfm.run.results import write_query_curve, write_results
+from dfm.run.results import draws_figures, write_query_curve, write_results
 from dfm.run.workdir import claim_workdir
 
 
@@ -54,7 +54,7 @@ def query_dft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   workdir = claim_workdir(workdir, config)
   state, records = fit_noise_by_queries(config, model, sources, workdir,
                                         true_gradient=true_gradient)
-  curve = write_query_curve(workdir, records)
+  curve = write_query_curve(workdir, records, with_figures=draws_figures(config))
   fitted, best, final = ledger_ints(state["queries"]), state["best"], SpentTally()
 
   def queries() -> dict[str, Any]:
@@ -70,7 +70,7 @@ def query_dft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
       eval_step=make_black_box_eval_step(model, transform=config.dft.transform, tally=final),
       transform=config.dft.transform, before=(None, None), after=(None, best["noise"]),
       sources=sources, extra=queries)
-  append_queries(workdir, results["queries"])
+  append_queries(workdir, results["queries"], with_figures=draws_figures(config))
   print(f"Queries: {fitted['images']} images in {fitted['calls']} calls to fit and select "
         f"({fitted['failures']} failed); {results['queries']['total']['images']} with the "
         "final evaluation.", flush=True)

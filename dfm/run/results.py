@@ -85,14 +85,22 @@ def streamed_ssim(source: Any, perturbed_of: Callable[[np.ndarray], np.ndarray],
   return float(np.mean(values))
 
 
+def draws_figures(config: ml_collections.ConfigDict) -> bool:
+  """Whether a run draws its PNG figures: ``config.figures``, True unless set False
+  (configs made before the field existed draw them)."""
+  return config.get("figures", True)
+
+
 def _appearance(workdir: Path, source: Any, config: ml_collections.ConfigDict, noise: Any,
                 transform: str, psnr: float) -> dict[str, Any]:
-  """Writes ``noise.npy`` and ``noise.png``; returns the report's appearance figures:
-  the split's PSNR and the mean SSIM of its first :data:`SSIM_IMAGES` images."""
+  """Writes ``noise.npy`` and ``noise.png`` (:func:`draws_figures`); returns the report's
+  appearance figures: the split's PSNR and the mean SSIM of its first
+  :data:`SSIM_IMAGES` images."""
   image_shape = _images(source, [0]).shape[1:]
   np.save(workdir / "noise.npy", noise)
-  figures.save_noise_png(noise, workdir / "noise.png", transform=transform,
-                         image_shape=image_shape)
+  if draws_figures(config):
+    figures.save_noise_png(noise, workdir / "noise.png", transform=transform,
+                           image_shape=image_shape)
   count = min(SSIM_IMAGES, len(source))
   ssim = streamed_ssim(source, _perturbed_of(noise, transform), count=count,
                        batch_size=config.eval_batch_size)
@@ -140,12 +148,14 @@ def write_results(workdir: Path, config: ml_collections.ConfigDict, *, method: s
   head = {key: results.pop(key) for key in ("method", "dataset", "split")}
   results = {**head, **(extra() if extra is not None else {}), **results}
   write_json(workdir / "metrics.json", results)
+  with_figures = draws_figures(config)
+  samples = (_samples(sources["test"], test["before"], test["after"], _perturbed_of(noise, transform))
+             if with_figures else None)
   report.write_report(
       workdir, title=f"{METHOD_TITLES[method]} on {dataset}",
       class_names=data.class_names_of(sources["test"]), before=test["before"], after=test["after"],
-      samples=_samples(sources["test"], test["before"], test["after"],
-                       _perturbed_of(noise, transform)),
-      appearance=appearance, has_noise=noise is not None)
+      samples=samples, appearance=appearance, has_noise=noise is not None,
+      with_figures=with_figures)
   _print_summary(results, workdir)
   return results
 
@@ -169,15 +179,17 @@ def _print_summary(results: dict[str, Any], workdir: Path) -> None:
 CURVE_FIELDS = ("batch", "queries_images", "queries_calls", "val_accuracy", "best_val_accuracy")
 
 
-def write_query_curve(run_dir: Path, records: list[dict[str, Any]]) -> list[dict[str, float]]:
+def write_query_curve(run_dir: Path, records: list[dict[str, Any]], *,
+                      with_figures: bool = True) -> list[dict[str, float]]:
   """Validation accuracy against queries spent, from the query phase's own records.
 
-  Writes ``queries.csv`` (columns :data:`CURVE_FIELDS`) and ``queries.png``;
-  returns the rows.
+  Writes ``queries.csv`` (columns :data:`CURVE_FIELDS`) and, ``with_figures``,
+  ``queries.png``; returns the rows.
   """
   rows = [{field: record[field] for field in CURVE_FIELDS}
           for record in records if "val_accuracy" in record]
   write_csv(run_dir / "queries.csv", CURVE_FIELDS,
             [[row[field] for field in CURVE_FIELDS] for row in rows])
-  figures.save_queries_png(rows, run_dir / "queries.png")
+  if with_figures:
+    figures.save_queries_png(rows, run_dir / "queries.png")
   return rows

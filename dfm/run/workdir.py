@@ -15,12 +15,18 @@ RunFn = Callable[[ml_collections.ConfigDict, str], Any]
 # Values of a field added to dfm's configs since a run was made that leave its meaning
 # alone (e.g. ``dft.lams: ()``): a config.json without the field is the same config.
 _NEUTRAL = ([], (), "", None, {})
+# Top-level fields that change what a run draws, not what it computes: a run resumes
+# whatever their value.
+_OUTPUT_ONLY = ("figures",)
 
 
 def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-  """The dotted keys whose values differ (a key only in ``new``, at a neutral value, does not)."""
-  differing = []
-  for key in sorted(set(old) | set(new)):
+  """The dotted keys whose values differ (a key only in ``new``, at a neutral value, does
+  not; nor do the top-level :data:`_OUTPUT_ONLY` fields)."""
+  differing, keys = [], set(old) | set(new)
+  if not prefix:
+    keys -= set(_OUTPUT_ONLY)
+  for key in sorted(keys):
     a, b = old.get(key), new.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
       differing += _differing_keys(a, b, f"{prefix}{key}.")
