@@ -129,8 +129,11 @@ def test_two_processes_killed_and_restarted_train_the_noise_of_one(data_dir, cla
   assert [r.returncode for r in rerun] == [0, 0], [r.stderr[-2000:] for r in rerun]
   assert f"Resumed from the checkpoint after batch {KILLED_AFTER}." in rerun[0].stdout
   assert "DFT on uci_digits test: accuracy" in rerun[0].stdout
-  for other in (killed[1], rerun[1]):  # Process 0 reports for both; gloo's C++ logs its links.
-    assert [line for line in other.stdout.splitlines() if not line.startswith("[Gloo]")] == []
+  for other in (killed[1], rerun[1]):  # Process 0 reports for both; gloo's C++ logs its links
+    # ("[Gloo] Rank 2 is connected to 3 peer ranks. ..."), its threads' lines at times
+    # broken into one another's.
+    assert [line for line in other.stdout.splitlines()
+            if "[Gloo]" not in line and "peer ranks" not in line] == []
   noise = np.load(workdir / "noise.npy")
   assert np.abs(noise).max() > 1e-3
   np.testing.assert_allclose(noise, one, atol=1e-5)
