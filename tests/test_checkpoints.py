@@ -15,13 +15,22 @@ from tests.test_experiments import (REPO, _dft_config, _interrupt_after, _Interr
                                     dft_run)
 
 
-def _interrupted_run(config, workdir: Path, monkeypatch, batches: int = 3) -> Path:
-  """``workdir`` of a DFT run stopped after ``batches`` batches; returns its checkpoints."""
-  with monkeypatch.context() as patch:
-    patch.setattr(loop, "run_loop", _interrupt_after(batches, loop.run_loop))
+@pytest.fixture(scope="module")
+def interrupted_run(data_dir, classifier_dir, tmp_path_factory) -> Path:
+  """The workdir of a DFT run stopped after 3 batches (checkpoints 2 and 3), made once;
+  each test damages a copy (:func:`_copy_of`)."""
+  workdir = tmp_path_factory.mktemp("interrupted") / "run"
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(loop, "run_loop", _interrupt_after(3, loop.run_loop))
     with pytest.raises(_Interrupted):
-      methods.dft(config, str(workdir))
-  return workdir / "checkpoints"
+      methods.dft(_dft_config(data_dir, classifier_dir), str(workdir))
+  return workdir
+
+
+def _copy_of(run: Path, tmp_path: Path) -> Path:
+  """A copy of the workdir ``run`` at ``tmp_path / "run"``; returns its checkpoints."""
+  shutil.copytree(run, tmp_path / "run")
+  return tmp_path / "run" / "checkpoints"
 
 
 def _truncate(step: Path) -> None:
@@ -55,10 +64,10 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_corrupt_latest_checkpoint_is_moved_aside_and_the_previous_one_resumed(
-    data_dir, classifier_dir, dft_run, tmp_path, monkeypatch, capsys, damage):
+    data_dir, classifier_dir, dft_run, interrupted_run, tmp_path, capsys, damage):
   straight, _ = dft_run
   config = _dft_config(data_dir, classifier_dir)
-  checkpoints = _interrupted_run(config, tmp_path / "run", monkeypatch)
+  checkpoints = _copy_of(interrupted_run, tmp_path)
   assert sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()) == [2, 3]
   before = sorted(p.relative_to(checkpoints / "3") for p in (checkpoints / "3").rglob("*"))
   DAMAGE[damage](checkpoints / "3")
@@ -76,10 +85,10 @@ def test_corrupt_latest_checkpoint_is_moved_aside_and_the_previous_one_resumed(
 
 
 def test_every_checkpoint_corrupt_starts_from_scratch_and_keeps_them_all(
-    data_dir, classifier_dir, dft_run, tmp_path, monkeypatch, capsys):
+    data_dir, classifier_dir, dft_run, interrupted_run, tmp_path, capsys):
   straight, _ = dft_run
   config = _dft_config(data_dir, classifier_dir)
-  checkpoints = _interrupted_run(config, tmp_path / "run", monkeypatch)
+  checkpoints = _copy_of(interrupted_run, tmp_path)
   shutil.copytree(checkpoints / "3", checkpoints / "corrupt" / "3")  # From an earlier mishap.
   for step in (2, 3):
     _truncate(checkpoints / str(step))
