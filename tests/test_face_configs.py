@@ -44,6 +44,7 @@ def test_train_classifier_then_dft_end_to_end(tmp_path):
   with train_config.unlocked(), dft_config.unlocked():
     train_config.data_dir = dft_config.data_dir = data_dir
     dft_config.classifier_dir = str(tmp_path / "classifier")
+    dft_config.figures = False  # Drawn in colour by the inter test below.
   methods.train_classifier(train_config, str(tmp_path / "classifier"))
   methods.dft(dft_config, str(tmp_path / "dft"))
   saved = json.loads((tmp_path / "dft" / "metrics.json").read_text())
