@@ -15,15 +15,21 @@ Your own model takes the same one line (after `model.eval()`), with an example i
 of its shape, and `config.model.input` declaring its convention (layout, size,
 channels, normalisation).
 """
+from __future__ import annotations  # torch's types in the hints, torch perhaps absent.
+
 import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
-import torch
 from absl import app, flags
-from torch import nn
+
+try:
+  import torch
+  from torch import nn
+except ImportError:  # --help and --dry_run work without it; a run says how to install it.
+  torch = nn = None
 
 from dfm import data
 from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
@@ -89,6 +95,9 @@ def dfm_flags(path: Path) -> str:
 
 def run() -> dict:
   """Trains, exports, checks onnxruntime against PyTorch; returns the accuracies."""
+  if torch is None:
+    raise ValueError("PyTorch is not installed: .venv/bin/pip install -e '.[bench]' (make "
+                     "bench installs it too).")
   torch.manual_seed(_SEED.value)
   model, path = small_cnn(), Path(_OUT.value)
   if path.exists():

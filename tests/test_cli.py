@@ -122,3 +122,4 @@ def test_a_file_that_is_not_onnx_is_named_in_one_line(ran):
   line = one_line_error(ran[(*NOT_ONNX, f"--config.model.path={model}")])
   assert line.startswith(f"error: {model} is not an ONNX model (DecodeError: ")
   assert line.endswith("pass an .onnx file, e.g. one written by torch.onnx.export.")
+

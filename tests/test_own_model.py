@@ -17,6 +17,7 @@ from dfm.data import lfw_subset
 from dfm.run import evaluate as run_evaluate
 from dfm.run import loop, methods
 from dfm.studies import compare
+import torch_models
 from onnx_models import linear_classifier
 
 PLAIN = {"size": (4, 4), "channels": 3, "channel_order": "RGB", "layout": "NCHW",
@@ -154,32 +155,29 @@ def test_an_option_a_config_cannot_honour_is_an_error(module, arg, message):
     module.get_config(arg)
 
 
-def test_a_pytorch_cnn_exported_to_onnx_is_differentiated_as_pytorch_does(tmp_path):
-  """The PyTorch route of experiments.torch_to_onnx, on other layers: a strided grouped
-  conv, batch norm, average pooling, tanh and a linear head."""
-  torch = pytest.importorskip("torch", reason="the bench extra: pip install -e '.[bench]'")
-  nn = torch.nn
-  torch.manual_seed(0)
-  model = nn.Sequential(
-      nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-      nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.Tanh(), nn.AvgPool2d(2),
-      nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
-  with torch.no_grad():  # Batch norm statistics other than 0 and 1.
-    model[1].running_mean.uniform_(-0.5, 0.5)
-    model[1].running_var.uniform_(0.5, 2.0)
-  torch.onnx.export(model.eval(), (torch.zeros(1, 3, 16, 16),), str(tmp_path / "cnn.onnx"),
-                    input_names=["images"], output_names=["logits"], opset_version=17,
-                    dynamic_axes={"images": {0: "batch"}}, dynamo=False)
-  config = _config(tmp_path / "cnn.onnx", num_classes=5, input_shape=(16, 16, 3),
-                   input={**PLAIN, "size": (16, 16)})
+def _differentiated_as_pytorch_did(directory) -> None:
+  """dfm's executor on ``directory``'s torch_cnn.onnx gives the logits and the input
+  gradient PyTorch computed (:mod:`torch_models`)."""
+  config = _config(directory / "torch_cnn.onnx", num_classes=torch_models.NUM_CLASSES,
+                   input_shape=torch_models.SHAPE, input={**PLAIN, "size": torch_models.SHAPE[:2]})
   apply_fn, params = models.load_frozen_classifier(config)
-  images = np.random.default_rng(0).uniform(size=(3, 16, 16, 3)).astype(np.float32)
-  tensor = torch.from_numpy(images).permute(0, 3, 1, 2).requires_grad_(True)
-  logits = model(tensor)
-  logits[:, 3].sum().backward()
-  np.testing.assert_allclose(apply_fn(params, images), logits.detach().numpy(), atol=1e-4)
-  grad = jax.grad(lambda x: apply_fn(params, x)[:, 3].sum())(jnp.asarray(images))
-  np.testing.assert_allclose(grad, tensor.grad.permute(0, 2, 3, 1).numpy(), atol=1e-4)
+  reference = np.load(directory / "torch_cnn_reference.npz")
+  images = jnp.asarray(reference["images"])
+  np.testing.assert_allclose(apply_fn(params, images), reference["logits"], atol=1e-4)
+  grad = jax.grad(lambda x: apply_fn(params, x)[:, torch_models.CLASS].sum())(images)
+  np.testing.assert_allclose(grad, reference["grad"], atol=1e-4)
+
+
+def test_a_pytorch_cnn_exported_to_onnx_is_differentiated_as_pytorch_did():
+  """The export on record (written by PyTorch 2.13; make test does not install PyTorch)."""
+  _differentiated_as_pytorch_did(torch_models.DATA)
+
+
+def test_a_pytorch_cnn_exported_now_is_differentiated_as_pytorch_does(tmp_path):
+  """The same with the installed PyTorch, exporting afresh."""
+  pytest.importorskip("torch", reason="the bench extra: pip install -e '.[bench]'")
+  torch_models.export_cnn(tmp_path)
+  _differentiated_as_pytorch_did(tmp_path)
 
 
 def test_compare_runs_dft_mft_and_dft_mft_on_the_one_foreign_model(face_folder, tmp_path):
