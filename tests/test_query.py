@@ -1,4 +1,5 @@
 """Query-only DFT: the step, the functional ledger, the budget, selection, the method."""
+import csv
 import json
 import os
 import subprocess
@@ -55,6 +56,16 @@ def _images(count, shape=(28, 28, 1), seed=0):
   return np.random.default_rng(seed).uniform(size=(count, *shape)).astype(np.float32)
 
 
+# What a test of the step does not test is the same for all of them (a 7x7 noise, 4
+# images, NES with 2 directions, Adam): each constant and shape is a program of its
+# own to compile, these are compiled once.
+SMALL_STEP = {"lam": 0.01, "estimator": "nes", "num_directions": 2, "scale": 0.05}
+
+
+def _small_state():
+  return init_query_state(jnp.zeros((7, 7, 1)), optax.adam(0.1), seed=0)
+
+
 class _Recording(JaxBlackBox):
   """Records what reaches the model: it must only ever be concrete host arrays."""
 
@@ -67,15 +78,13 @@ class _Recording(JaxBlackBox):
 
 def test_step_only_calls_the_model_once_with_all_probes_on_host_arrays(tiny_model):
   model = _Recording(*tiny_model, num_classes=10)
-  optimizer = optax.adam(0.1)
-  step = make_query_step(model, optimizer, lam=0.01, estimator="spsa", num_directions=3,
-                         scale=0.05)
-  state = init_query_state(jnp.zeros((7, 7, 1)), optimizer, seed=0)
+  step = make_query_step(model, optax.adam(0.1), **SMALL_STEP)
+  state = _small_state()
   batch = {"image": _images(5), "label": np.arange(5), "mask": np.array([1, 1, 1, 1, 0])}
   for _ in range(2):
     state, metrics = step(state, batch)
   assert model.seen == [np.ndarray, np.ndarray]  # One vectorised call per step.
-  assert int(metrics["queries_images"]) == 2 * 2 * 3 * 4  # 2 steps of 2q probes x 4 images.
+  assert int(metrics["queries_images"]) == 2 * 2 * 2 * 4  # 2 steps of 2q probes x 4 images.
   assert int(metrics["queries_calls"]) == 2
   assert float(jnp.abs(state["noise"]).sum()) > 0
   with pytest.raises(jax.errors.TracerArrayConversionError):
@@ -87,7 +96,9 @@ def test_estimate_points_along_the_true_gradient(tiny_model, share_directions):
   apply_fn, params = tiny_model
   model = JaxBlackBox(apply_fn, params, num_classes=10)
   true_gradient = make_true_gradient(apply_fn, params, transform="tanh", class_term="hinge")
-  step = make_query_step(model, optax.sgd(0.0), lam=0.01, estimator="nes", num_directions=300,
+  # lam=0 as in the top-k test below (the same compiled update): the cosine is of the
+  # class term's gradient alone.
+  step = make_query_step(model, optax.sgd(0.0), lam=0.0, estimator="nes", num_directions=300,
                          scale=0.01, share_directions=share_directions,
                          true_gradient=true_gradient)
   state = init_query_state(jnp.zeros((4, 4, 1)), optax.sgd(0.0), seed=1)
@@ -112,14 +123,11 @@ def test_a_multi_scale_noise_is_estimated_leaf_by_leaf(tiny_model):
 
 def test_images_per_step_caps_the_cost(tiny_model):
   model = JaxBlackBox(*tiny_model, num_classes=10)
-  step = make_query_step(model, optax.adam(0.1), lam=0.0, estimator="nes", num_directions=2,
-                         scale=0.05, images_per_step=12)
-  state = init_query_state(jnp.zeros((7, 7, 1)), optax.adam(0.1), seed=0)
-  _, metrics = step(state, {"image": _images(10), "label": np.zeros(10, int)})
-  assert int(metrics["queries_images"]) == 12  # 12 // 2q = 3 images under 4 probes.
+  step = make_query_step(model, optax.adam(0.1), **SMALL_STEP, images_per_step=18)
+  _, metrics = step(_small_state(), {"image": _images(10), "label": np.zeros(10, int)})
+  assert int(metrics["queries_images"]) == 16  # 18 // 2q = 4 images under 4 probes.
   with pytest.raises(ValueError, match="images_per_step=3"):
-    make_query_step(model, optax.adam(0.1), lam=0.0, estimator="nes", num_directions=2,
-                    scale=0.05, images_per_step=3)
+    make_query_step(model, optax.adam(0.1), **SMALL_STEP, images_per_step=3)
 
 
 @pytest.mark.parametrize("rank, floor", [(1, 0.9), (9, None)])
@@ -131,8 +139,9 @@ def test_a_top_k_reply_holding_the_true_class_gives_the_full_gradient(tiny_model
   true class: the cosine is chance (measured: -0.07 to 0.05)."""
   apply_fn, params = tiny_model
   images = _images(4)
-  labels = np.argsort(-np.asarray(jax.nn.softmax(apply_fn(params, images))), axis=1)[:, rank]
-  model = TopKBlackBox(JaxBlackBox(apply_fn, params, num_classes=10), 2)
+  full = JaxBlackBox(apply_fn, params, num_classes=10)  # Scores compiled, not op by op.
+  labels = np.argsort(-np.asarray(full.score(images).probabilities), axis=1)[:, rank]
+  model = TopKBlackBox(full, 2)
   true_gradient = make_true_gradient(apply_fn, params, transform="tanh", class_term="hinge")
   step = make_query_step(model, optax.sgd(0.0), lam=0.0, estimator="nes", num_directions=300,
                          scale=0.01, true_gradient=true_gradient)
@@ -150,10 +159,25 @@ class _Interrupted(Exception):
   pass
 
 
-def test_ledger_continues_across_a_resume(tiny_model, digits, data_dir, tmp_path, monkeypatch):
-  config = _digits_config(data_dir, **{"budget.queries": 1500})
-  straight, _ = fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10), digits,
-                                     tmp_path / "straight")
+# The runs of the phase. No focus: every step then sends the same shapes, compiled once
+# (with focus each count of unsettled images is a program of its own).
+RUN = {"budget.queries": 1500, "query.focus": 0.0}
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_model, digits, data_dir, tmp_path_factory):
+  """``(final state, workdir)`` of one uninterrupted run of ``RUN``: what a resumed or
+  failed run must end as (the tests only read it)."""
+  workdir = tmp_path_factory.mktemp("straight")
+  state, _ = fit_noise_by_queries(_digits_config(data_dir, **RUN),
+                                  JaxBlackBox(*tiny_model, num_classes=10), digits, workdir)
+  return state, workdir
+
+
+def test_ledger_continues_across_a_resume(tiny_model, digits, data_dir, straight_run, tmp_path,
+                                          monkeypatch):
+  config = _digits_config(data_dir, **RUN)
+  straight, straight_dir = straight_run
   original = loop.run_loop
 
   def interrupted(state, batches, update, **kwargs):
@@ -175,7 +199,7 @@ def test_ledger_continues_across_a_resume(tiny_model, digits, data_dir, tmp_path
   # A new process: the ledger comes from the checkpoint.
   resumed, records = fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10),
                                           digits, tmp_path / "resumed")
-  straight_log = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+  straight_log = (straight_dir / "metrics.jsonl").read_text().splitlines()
   assert [r["batch"] for r in records] == [json.loads(line)["batch"] for line in straight_log]
   assert {k: int(v) for k, v in resumed["queries"].items()} == \
       {k: int(v) for k, v in straight["queries"].items()}
@@ -184,7 +208,7 @@ def test_ledger_continues_across_a_resume(tiny_model, digits, data_dir, tmp_path
 
 def test_budget_stops_with_the_best_noise_on_validation(tiny_model, digits, data_dir, tmp_path):
   budget = 600 + 2 * len(digits["validation"])
-  config = _digits_config(data_dir, **{"budget.queries": budget, "dft.epochs": 5})
+  config = _digits_config(data_dir, **{**RUN, "budget.queries": budget, "dft.epochs": 5})
   state, _ = fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10), digits,
                                   tmp_path)
   spent = int(state["queries"]["images"])
@@ -282,9 +306,8 @@ class _Interrupting(BlackBox):
 
 
 def test_an_interrupted_step_carries_the_ledger_up_to_it(tiny_model):
-  step = make_query_step(_Interrupting(), optax.adam(0.1), lam=0.01, estimator="nes",
-                         num_directions=2, scale=0.05, focus=0.5)
-  state = init_query_state(jnp.zeros((7, 7, 1)), optax.adam(0.1), seed=0)
+  step = make_query_step(_Interrupting(), optax.adam(0.1), **SMALL_STEP, focus=0.5)
+  state = _small_state()
   state["queries"] = {name: np.asarray(value, np.int64)
                       for name, value in {"calls": 5, "images": 100, "failures": 0}.items()}
   with pytest.raises(KeyboardInterrupt) as error:
@@ -295,10 +318,9 @@ def test_an_interrupted_step_carries_the_ledger_up_to_it(tiny_model):
 
 
 def test_queries_spent_before_a_failure_stay_in_the_ledger(tiny_model, digits, data_dir,
-                                                           tmp_path):
-  config = _digits_config(data_dir, **{"budget.queries": 1500, "query.focus": 0.0})
-  straight, _ = fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10), digits,
-                                     tmp_path / "straight")
+                                                           straight_run, tmp_path):
+  config = _digits_config(data_dir, **RUN)
+  straight, _ = straight_run
   with pytest.raises(RuntimeError, match="went away"):
     fit_noise_by_queries(config, _FailingOnCall(*tiny_model, num_classes=10, answered=5),
                          digits, tmp_path / "failed")
@@ -314,16 +336,31 @@ def test_queries_spent_before_a_failure_stay_in_the_ledger(tiny_model, digits, d
                    "failures": 1}
 
 
-def test_query_dft_on_gender_v1_writes_the_curve_and_resumes(tmp_path):
-  data_dir = str(tmp_path / "data")
-  data.prepare("lfw_subset/25px_fold0", data_dir)
-  config = query_configs.get_config("gender_v1,runlocal")
+# The gender-v1 runs all test on fold 2, the k-fold command's only fold too: its faces
+# are prepared once for them all (the command finds them prepared).
+FACES_FOLD = 2
+
+
+@pytest.fixture(scope="module")
+def faces_dir(tmp_path_factory) -> str:
+  data_dir = str(tmp_path_factory.mktemp("faces"))
+  data.prepare(f"lfw_subset/25px_fold{FACES_FOLD}", data_dir)
+  return data_dir
+
+
+def _gender_v1_config(faces_dir, options=""):
+  config = query_configs.get_config(f"gender_v1,runlocal,fold={FACES_FOLD}{options}")
   with config.unlocked():
-    config.data_dir = data_dir
-    config.budget.queries = 400
+    config.data_dir = faces_dir
+    config.budget.queries = 200
+  return config
+
+
+def test_query_dft_on_gender_v1_writes_the_curve_and_resumes(faces_dir, tmp_path):
+  config = _gender_v1_config(faces_dir)
   results = query_dft(config, str(tmp_path / "run"))
   fitted = results["queries"]["fit"]
-  assert 0 < fitted["images"] <= 400 and fitted["failures"] == 0
+  assert 0 < fitted["images"] <= 200 and fitted["failures"] == 0
   assert results["queries"]["total"]["images"] > fitted["images"]  # Evaluation is counted too.
   assert results["before"]["num_examples"] == 20
   lines = (tmp_path / "run" / "queries.csv").read_text().splitlines()
@@ -333,20 +370,17 @@ def test_query_dft_on_gender_v1_writes_the_curve_and_resumes(tmp_path):
   assert again["queries"]["fit"] == fitted  # Finished: resumed, nothing new spent on fitting.
 
 
-def test_query_dft_through_a_kserve_server_with_faults(tmp_path, monkeypatch):
-  data_dir = str(tmp_path / "data")
-  data.prepare("lfw_subset/25px_fold0", data_dir)
+def test_query_dft_through_a_kserve_server_with_faults(faces_dir, tmp_path, monkeypatch):
   monkeypatch.setenv("DFM_TEST_QUERY_KEY", "sk-query-test-secret")
   server = make_server(resolve_model_path(query_configs.GENDER_V1), model_name="gender-v1",
                        port=0, api_key="sk-query-test-secret", faults=["ok", "503", "429"])
   server.serve_in_background()
   try:
-    config = query_configs.get_config("gender_v1,runlocal,via=http")
+    config = _gender_v1_config(faces_dir, ",via=http")
     with config.unlocked():
-      config.data_dir = data_dir
-      config.budget.queries = 200
       config.black_box.update(url=server.url, api_key_env="DFM_TEST_QUERY_KEY", backoff_s=0.01,
                               max_backoff_s=0.05, batch_size=16)
+      config.figures = False  # Drawn in the test above.
     results = query_dft(config, str(tmp_path / "run"))
   finally:
     server.close()
@@ -364,19 +398,25 @@ def _same_jax_environment() -> dict[str, str]:
   return {**os.environ, "JAX_NUM_CPU_DEVICES": str(jax.device_count())}
 
 
-def test_kfold_selects_on_validation_and_reports_test(tmp_path):
+def test_kfold_selects_on_validation_and_reports_test(faces_dir, tmp_path):
+  # A grid key of one value is a setting of every run: no figures (none is tested here).
+  # The budget pays for the 20 validation images at N = 0, two steps of 2 x 2 x 8 probes
+  # and the validation after them: two candidates to select from.
   command = [sys.executable, "-m", "experiments.query_kfold", f"--workdir={tmp_path / 'runs'}",
-             f"--data_dir={tmp_path / 'data'}", "--options=runlocal", "--folds=2",
-             "--grid=dft.lr=0.1,0.3", "--budget=200"]
+             f"--data_dir={faces_dir}", "--options=runlocal", f"--folds={FACES_FOLD}",
+             "--grid=dft.lr=0.1,0.3", "--grid=figures=False", "--budget=104"]
   result = subprocess.run(command, capture_output=True, text=True, check=False,
                           cwd=Path(__file__).parent.parent, env=_same_jax_environment())
   assert result.returncode == 0, result.stderr[-2000:]
-  rows = (tmp_path / "runs" / "kfold.csv").read_text().splitlines()
-  assert len(rows) == 2 and rows[1].startswith("2,dft.lr=")
-  chosen = rows[1].split(",")[1]
-  scored = {lr: json.loads((tmp_path / "runs" / "fold2" / f"dft.lr={lr}" / "metrics.json")
-                           .read_text())["val"]["after"]["accuracy"] for lr in ("0.1", "0.3")}
-  assert scored[chosen.removeprefix("dft.lr=")] == max(scored.values())
+  with (tmp_path / "runs" / "kfold.csv").open(newline="") as file:
+    rows = list(csv.reader(file))
+  assert len(rows) == 2 and rows[1][0] == str(FACES_FOLD)
+  chosen = rows[1][1]
+  points = {f"dft.lr={lr},figures=False" for lr in ("0.1", "0.3")}
+  assert chosen in points
+  scored = {point: json.loads((tmp_path / "runs" / f"fold{FACES_FOLD}" / point / "metrics.json")
+                              .read_text())["val"]["after"]["accuracy"] for point in points}
+  assert scored[chosen] == max(scored.values())
 
 
 class _Brightness(BlackBox):
