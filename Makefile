@@ -2,6 +2,11 @@
 # make test: set up .venv with the test, keras and cluster extras, check the
 # import layers and run the test suite.
 PYTHON ?= python3
+# Python may write the bytecode of what it imports: pip installs without compiling
+# (--no-compile, half the set-up time), so with PYTHONDONTWRITEBYTECODE set every process
+# of the demo and the tests (about 40) would compile JAX and the rest from source again,
+# about 4 s each here; unset, the first import of a module writes its .pyc for the rest.
+unexport PYTHONDONTWRITEBYTECODE
 VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data
