@@ -44,7 +44,7 @@ $(VENV)/.extras: pyproject.toml
 	touch $@ $(VENV)/.installed
 
 # make bench adds PyTorch 2.13 (the CPU wheel here), the speed reference.
-$(VENV)/.bench: $(VENV)/.bench
+$(VENV)/.bench: $(VENV)/.extras
 	$(VENV)/bin/pip install -q --no-compile -e '.[$(TEST_EXTRAS),bench]'
 	touch $@
 
