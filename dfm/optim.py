@@ -1,4 +1,5 @@
 """Optimizers named in configs, built from optax factories."""
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("adam", "sgd", "adamw")
@@ -25,3 +26,24 @@ def make_optimizer(
   if schedule == "cosine":
     learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps=total_steps)
   return getattr(optax, name)(learning_rate)
+
+
+def clocked_optimizer(name: str, learning_rate: float) -> optax.GradientTransformation:
+  """``optax.<name>`` whose learning rate lives in its state, set from outside each
+  step by :func:`set_learning_rate` (a query budget's clock).
+
+  Example::
+
+    optimizer = clocked_optimizer("adam", 0.1)
+    opt_state = set_learning_rate(optimizer.init(noise), 0.05)
+  """
+  if name not in OPTIMIZERS:
+    raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
+  return optax.inject_hyperparams(getattr(optax, name))(learning_rate=learning_rate)
+
+
+def set_learning_rate(opt_state: optax.OptState, learning_rate: float) -> optax.OptState:
+  """``opt_state`` of :func:`clocked_optimizer` with its learning rate replaced."""
+  hyperparams = {**opt_state.hyperparams,
+                 "learning_rate": jnp.asarray(learning_rate, jnp.float32)}
+  return opt_state._replace(hyperparams=hyperparams)

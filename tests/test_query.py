@@ -18,14 +18,12 @@ from dfm import black_box, data, models
 from dfm.black_box import (BlackBox, JaxBlackBox, Reply, Spent, TopKBlackBox, resolve_model_path,
                            with_spent)
 from dfm.black_box.local_server import make_server
-from dfm.query import init_query_state, make_query_step, make_true_gradient
+from dfm.query import (STRATEGIES, Candidate, EstimateOptions, SelectionRule, init_query_state,
+                       keep_best, make_evolution_step, make_query_step, make_true_gradient,
+                       mcnemar_p_value)
 from dfm.run import loop
 from dfm.run.phases import FAILED_LEDGER, fit_noise_by_queries
 from dfm.run.query_dft import query_dft
-
-
-# digits,runlocal: the validation split is one call, a batch of 2 updates two.
-CALLS_WITHIN_4 = 3
 
 
 def _digits_config(data_dir, **overrides):
@@ -52,18 +50,18 @@ def digits(data_dir):
   return data.open_splits("uci_digits", data_dir, (28, 28, 1))
 
 
-def _images(count, shape=(28, 28, 1), seed=0):
+def _images(count, shape=(28, 28, 1), seed=0, validation_size=0):
   return np.random.default_rng(seed).uniform(size=(count, *shape)).astype(np.float32)
 
 
 # What a test of the step does not test is the same for all of them (a 7x7 noise, 4
 # images, NES with 2 directions, Adam): each constant and shape is a program of its
 # own to compile, these are compiled once.
-SMALL_STEP = {"lam": 0.01, "estimator": "nes", "num_directions": 2, "scale": 0.05}
+SMALL_STEP = {"lam": 0.01, "options": EstimateOptions("nes", num_directions=2, scale=0.05)}
 
 
 def _small_state():
-  return init_query_state(jnp.zeros((7, 7, 1)), optax.adam(0.1), seed=0)
+  return init_query_state(jnp.zeros((7, 7, 1)), optax.adam(0.1), seed=0, validation_size=0)
 
 
 class _Recording(JaxBlackBox):
@@ -98,10 +96,10 @@ def test_estimate_points_along_the_true_gradient(tiny_model, share_directions):
   true_gradient = make_true_gradient(apply_fn, params, transform="tanh", class_term="hinge")
   # lam=0 as in the top-k test below (the same compiled update): the cosine is of the
   # class term's gradient alone.
-  step = make_query_step(model, optax.sgd(0.0), lam=0.0, estimator="nes", num_directions=300,
-                         scale=0.01, share_directions=share_directions,
+  step = make_query_step(model, optax.sgd(0.0), lam=0.0, options=EstimateOptions(
+      "nes", num_directions=300, scale=0.01, share_directions=share_directions),
                          true_gradient=true_gradient)
-  state = init_query_state(jnp.zeros((4, 4, 1)), optax.sgd(0.0), seed=1)
+  state = init_query_state(jnp.zeros((4, 4, 1)), optax.sgd(0.0), seed=1, validation_size=0)
   _, metrics = step(state, {"image": _images(4), "label": np.arange(4)})
   assert float(metrics["cosine"]) > 0.6
   assert int(metrics["queries_images"]) == 2 * 300 * 4
@@ -112,9 +110,9 @@ def test_a_multi_scale_noise_is_estimated_leaf_by_leaf(tiny_model):
   probes cost what one array's would."""
   model = JaxBlackBox(*tiny_model, num_classes=10)
   noise = {"coarse": jnp.zeros((7, 7, 1)), "fine": jnp.zeros((28, 28, 1))}
-  step = make_query_step(model, optax.adam(0.1), lam=0.01, estimator="spsa", num_directions=3,
-                         scale=0.05)
-  state, metrics = step(init_query_state(noise, optax.adam(0.1), seed=0),
+  step = make_query_step(model, optax.adam(0.1), lam=0.01,
+                         options=EstimateOptions("spsa", num_directions=3, scale=0.05))
+  state, metrics = step(init_query_state(noise, optax.adam(0.1), seed=0, validation_size=0),
                         {"image": _images(4), "label": np.arange(4)})
   assert jax.tree.map(jnp.shape, state["noise"]) == {"coarse": (7, 7, 1), "fine": (28, 28, 1)}
   assert all(float(jnp.abs(leaf).max()) > 0 for leaf in jax.tree.leaves(state["noise"]))
@@ -143,9 +141,10 @@ def test_a_top_k_reply_holding_the_true_class_gives_the_full_gradient(tiny_model
   labels = np.argsort(-np.asarray(full.score(images).probabilities), axis=1)[:, rank]
   model = TopKBlackBox(full, 2)
   true_gradient = make_true_gradient(apply_fn, params, transform="tanh", class_term="hinge")
-  step = make_query_step(model, optax.sgd(0.0), lam=0.0, estimator="nes", num_directions=300,
-                         scale=0.01, true_gradient=true_gradient)
-  _, metrics = step(init_query_state(jnp.zeros((4, 4, 1)), optax.sgd(0.0), seed=1),
+  step = make_query_step(model, optax.sgd(0.0), lam=0.0,
+                         options=EstimateOptions("nes", num_directions=300, scale=0.01),
+                         true_gradient=true_gradient)
+  _, metrics = step(init_query_state(jnp.zeros((4, 4, 1)), optax.sgd(0.0), seed=1, validation_size=0),
                     {"image": images, "label": labels})
   if floor is not None:
     assert float(metrics["cosine"]) > floor
@@ -208,7 +207,7 @@ def test_ledger_continues_across_a_resume(tiny_model, digits, data_dir, straight
 
 def test_budget_stops_with_the_best_noise_on_validation(tiny_model, digits, data_dir, tmp_path):
   budget = 600 + 2 * len(digits["validation"])
-  config = _digits_config(data_dir, **{**RUN, "budget.queries": budget, "dft.epochs": 5})
+  config = _digits_config(data_dir, **{**RUN, "budget.queries": budget, "query.significance": 0.0})
   state, _ = fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10), digits,
                                   tmp_path)
   spent = int(state["queries"]["images"])
@@ -253,13 +252,13 @@ def test_zero_noise_is_kept_when_nothing_beats_it(data_dir, tmp_path):
 
 
 def test_call_budget(tiny_model, digits, data_dir, tmp_path):
-  """Validation costs 1 call, a batch of 2 updates 2 calls: with 4 calls, N = 0 and
-  one batch, never the validation after it."""
+  """Validation costs 1 call, a batch of 2 updates 2 calls: 4 calls pay for N = 0,
+  one batch and the validation after it, the last the budget pays for."""
   config = _digits_config(data_dir, **{"budget.calls": 4})
   state, records = fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10),
                                         digits, tmp_path)
-  assert int(state["queries"]["calls"]) == CALLS_WITHIN_4
-  assert [r["batch"] for r in records] == [0]
+  assert int(state["queries"]["calls"]) == 4
+  assert [r["batch"] for r in records] == [0, 1]
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -432,10 +431,54 @@ class _Brightness(BlackBox):
 def test_focus_probes_only_the_unsettled_images():
   model = _Brightness()
   images = np.stack([np.full((4, 4, 1), v, np.float32) for v in (0.1, 0.2, 0.3, 0.7, 0.8, 0.9)])
-  step = make_query_step(model, optax.adam(0.1), lam=0.01, estimator="nes", num_directions=2,
-                         scale=0.05, focus=0.5)
-  _, metrics = step(init_query_state(jnp.zeros((4, 4, 1)), optax.adam(0.1), seed=0),
+  step = make_query_step(model, optax.adam(0.1), **SMALL_STEP, focus=0.5)
+  _, metrics = step(init_query_state(jnp.zeros((4, 4, 1)), optax.adam(0.1), seed=0, validation_size=0),
                     {"image": images, "label": np.zeros(6, int)})
   assert float(metrics["probed_share"]) == 0.5  # The three images below 0.5 are probed.
   assert {name: int(metrics[f"queries_{name}"]) for name in ("calls", "images", "failures")} == \
       {"calls": 2, "images": 6 + 2 * 2 * 3, "failures": 0}
+
+
+def _kept_after(kept_correct, new_correct, level=0.05):
+  """The batch of the noise kept after scoring ``new_correct`` against ``kept_correct``."""
+  state = init_query_state(jnp.zeros((2, 2, 1)), optax.sgd(0.0), seed=0,
+                           validation_size=len(kept_correct))
+  spent = Spent(1, len(kept_correct))
+  state, _ = keep_best(state, Candidate(np.asarray(kept_correct, bool)), done=0, spent=spent,
+                       rule=SelectionRule(level))
+  state, _ = keep_best(state, Candidate(np.asarray(new_correct, bool), psnr_db=30.0), done=5,
+                       spent=spent, rule=SelectionRule(level, min_psnr=20.0))
+  return int(state["best"]["batch"])
+
+
+def test_selection_keeps_zero_noise_on_a_tie_and_on_a_one_image_gain():
+  kept = [1] * 18 + [0] * 2
+  assert _kept_after(kept, [0] + [1] * 17 + [1, 0]) == 0  # One lost, one gained: a tie.
+  assert _kept_after(kept, [1] * 19 + [0]) == 0  # One gained: p = 0.5.
+  assert mcnemar_p_value(np.array(kept, bool), np.ones(20, bool)) == 0.25
+  many = [1] * 10 + [0] * 10
+  assert _kept_after(many, [1] * 15 + [0] * 5) == 5  # Five gained, none lost: p = 1/32.
+  assert _kept_after(many, [1] * 11 + [0] * 9, level=0.0) == 5  # Off: any gain replaces.
+
+
+def test_selection_never_keeps_a_noise_below_the_psnr_floor():
+  state = init_query_state(jnp.zeros((2, 2, 1)), optax.sgd(0.0), seed=0, validation_size=20)
+  rule = SelectionRule(0.05, min_psnr=25.0)
+  state, _ = keep_best(state, Candidate(np.zeros(20, bool)), done=0, spent=Spent(1, 20), rule=rule)
+  state, _ = keep_best(state, Candidate(np.ones(20, bool), psnr_db=24.9), done=5,
+                       spent=Spent(1, 20), rule=rule)
+  assert int(state["best"]["batch"]) == 0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_one_evolution_generation_is_one_call_of_the_black_box(strategy):
+  """A population of 4 noises over 6 images: one call of 24 images; the mean moves."""
+  model = _Brightness()
+  images = np.stack([np.full((4, 4, 1), v, np.float32) for v in (0.1, 0.2, 0.3, 0.7, 0.8, 0.9)])
+  step, init = make_evolution_step(model, lam=0.01, strategy=strategy, population=4,
+                                   scale=0.1, like=jnp.zeros((4, 4, 1)), frequencies=2)
+  state, metrics = step(init(seed=0, validation_size=0),
+                        {"image": images, "label": np.zeros(6, int)})
+  assert {name: int(metrics[f"queries_{name}"]) for name in ("calls", "images")} == \
+      {"calls": 1, "images": 4 * 6}
+  assert float(jnp.abs(state["noise"]).max()) > 0

@@ -1,22 +1,35 @@
 """Query-only DFT: the noise of a model that can only be scored (no gradients, a budget).
 
 :mod:`dfm.query.step` holds the update (gradient estimates from one batched call
-of the black box per step); :mod:`dfm.query.selection` the rules a run follows
-(settings check, query budget, selection of the best noise on validation). The
-resumable phase that runs them is :func:`dfm.run.phases.fit_noise_by_queries`.
+of the black box per step, with data, direction and time priors);
+:mod:`dfm.query.evolution` the evosax strategies (one call per generation);
+:mod:`dfm.query.selection` the rules a run follows (settings check, query budget,
+significance-tested selection on validation); :mod:`dfm.query.budget` the budget
+as the schedule's clock. The resumable phase that runs them is
+:func:`dfm.run.phases.fit_noise_by_queries`.
 """
+from dfm.query.evolution import STRATEGIES
+from dfm.query.evolution import make_evolution_step
+from dfm.query.selection import Candidate
+from dfm.query.selection import SelectionRule
 from dfm.query.selection import SpentTally
 from dfm.query.selection import check_query
+from dfm.query.selection import estimate_options
 from dfm.query.selection import keep_best
 from dfm.query.selection import make_black_box_eval_step
 from dfm.query.selection import make_budget_stop
+from dfm.query.selection import mcnemar_p_value
+from dfm.query.selection import significant_gain
 from dfm.query.selection import validation_cost
+from dfm.query.step import EstimateOptions
 from dfm.query.step import TrueGradient
 from dfm.query.step import init_query_state
 from dfm.query.step import make_query_step
 from dfm.query.step import make_true_gradient
 from dfm.query.step import with_ledger
 
-__all__ = ["SpentTally", "TrueGradient", "check_query", "init_query_state", "keep_best",
-           "make_black_box_eval_step", "make_budget_stop", "make_query_step",
-           "make_true_gradient", "validation_cost", "with_ledger"]
+__all__ = ["STRATEGIES", "Candidate", "EstimateOptions", "SelectionRule", "SpentTally",
+           "TrueGradient", "check_query", "estimate_options", "init_query_state", "keep_best",
+           "make_black_box_eval_step", "make_budget_stop", "make_evolution_step",
+           "make_query_step", "make_true_gradient", "mcnemar_p_value", "significant_gain",
+           "validation_cost", "with_ledger"]

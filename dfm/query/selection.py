@@ -5,8 +5,11 @@ calls, images, failures). The rules the noise phase follows:
 
 1. the validation split is scored as it is (``N = 0``) before the first batch;
 2. at each log the validation split is scored under the current noise and
-   :func:`keep_best` keeps the best noise (a strictly higher validation accuracy
-   replaces it, so ties keep ``N = 0``);
+   :func:`keep_best` keeps the best noise: a noise replaces the one kept (at first
+   ``N = 0``) only when it gains significantly on the same validation images
+   (:func:`significant_gain`, an exact one-sided McNemar test at level
+   ``config.query.significance``; 0 turns it off: any strictly higher accuracy
+   replaces) and its validation PSNR is at least ``config.query.min_psnr``;
 3. :func:`make_budget_stop` ends the phase when the next batch (and the
    validation after it, if due) would pass ``config.budget.queries`` images or
    ``config.budget.calls`` calls.
@@ -18,10 +21,12 @@ Example::
 
   stop_when = make_budget_stop(config, model, validation_size=20,
                                validating=lambda done: done % 4 == 0)
-  state, metrics = keep_best(state, accuracy=0.9, done=4, spent=Spent(1, 20))
+  state, metrics = keep_best(state, Candidate(correct, psnr_db=30.0), done=4,
+                             spent=Spent(1, 20), rule=SelectionRule(0.05))
 """
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -32,14 +37,12 @@ import numpy as np
 
 from dfm import estimators
 from dfm.black_box.base import BlackBox, Spent, add_spent, fill_unknown
-from dfm.query.step import check_images_per_step, images_per_batch
+from dfm.query.evolution import STRATEGIES
+from dfm.query.step import (PRIORS, EstimateOptions, check_images_per_step,
+                            images_per_batch)
 from dfm.dft import perturb_with_distance
 from dfm.transform import Transform, get_transform
 from dfm.types import Batch, QueryState
-
-# Accuracies closer than this are equal: the best is kept in float32.
-_SAME_ACCURACY = 1e-6
-
 
 @dataclasses.dataclass
 class SpentTally:
@@ -86,6 +89,47 @@ def validation_cost(model: BlackBox, num_examples: int, batch_size: int) -> Spen
   return Spent(calls=calls, images=num_examples)
 
 
+ESTIMATORS = (*estimators.ESTIMATORS, *STRATEGIES)
+
+
+def estimate_options(query: ml_collections.ConfigDict) -> EstimateOptions:
+  """``config.query`` as the step's :class:`dfm.query.step.EstimateOptions`."""
+  return EstimateOptions(
+      estimator=query.estimator, num_directions=query.directions, scale=query.scale,
+      share_directions=query.share_directions, frequencies=query.frequencies,
+      prior=query.prior, lookahead=query.lookahead,
+      updates_per_estimate=query.updates_per_estimate)
+
+
+def _check_estimator(query: ml_collections.ConfigDict) -> None:
+  if query.estimator not in ESTIMATORS:
+    raise ValueError(f"config.query.estimator={query.estimator!r} is not one of {ESTIMATORS}.")
+  if query.directions < 1 or not query.scale > 0:
+    raise ValueError(f"config.query needs directions >= 1 and scale > 0, got "
+                     f"{query.directions} and {query.scale}.")
+  if query.prior not in PRIORS:
+    raise ValueError(f"config.query.prior={query.prior!r} is not one of {PRIORS}.")
+  if query.estimator in STRATEGIES and (query.prior != "none" or query.focus
+                                        or query.lookahead or query.updates_per_estimate != 1):
+    raise ValueError(f"config.query.estimator={query.estimator!r} is an evolution strategy: "
+                     "prior, focus, lookahead and updates_per_estimate apply to spsa and nes "
+                     "only; set them to none, 0, 0 and 1.")
+  if query.prior == "surrogate" and not query.surrogate.classifier_dir \
+      and query.surrogate.model.get("kind", "vgg") == "vgg":
+    raise ValueError("config.query.prior='surrogate' needs a surrogate model: set "
+                     "config.query.surrogate.classifier_dir (a dfm classifier) or "
+                     "config.query.surrogate.model (any kind the model registry loads).")
+  if query.frequencies < 0 or not 0 <= query.lookahead < 1 or query.updates_per_estimate < 1:
+    raise ValueError(f"config.query needs frequencies >= 0 (0: pixels), 0 <= lookahead < 1 "
+                     f"and updates_per_estimate >= 1, got {query.frequencies}, "
+                     f"{query.lookahead} and {query.updates_per_estimate}.")
+  if not 0 <= query.focus <= 1:
+    raise ValueError(f"config.query.focus={query.focus} must be in [0, 1] (0: probe every image).")
+  if not 0 <= query.significance < 1:
+    raise ValueError(f"config.query.significance={query.significance} must be in [0, 1) "
+                     "(0: any higher validation accuracy replaces the noise kept).")
+
+
 def check_query(config: ml_collections.ConfigDict, model: BlackBox, validation_size: int) -> None:
   """Checks ``config.query`` and ``config.budget`` before a single query is sent.
 
@@ -96,15 +140,8 @@ def check_query(config: ml_collections.ConfigDict, model: BlackBox, validation_s
     ValueError: naming the field and what it must be.
   """
   query, budget = config.query, config.budget
-  if query.estimator not in estimators.ESTIMATORS:
-    raise ValueError(f"config.query.estimator={query.estimator!r} is not one of "
-                     f"{estimators.ESTIMATORS}.")
-  if query.directions < 1 or not query.scale > 0:
-    raise ValueError(f"config.query needs directions >= 1 and scale > 0, got "
-                     f"{query.directions} and {query.scale}.")
-  if not 0 <= query.focus <= 1:
-    raise ValueError(f"config.query.focus={query.focus} must be in [0, 1] (0: probe every image).")
-  check_images_per_step(query.images_per_step, query.directions)
+  _check_estimator(query)
+  check_images_per_step(query.images_per_step, estimate_options(query).probes_per_image)
   cost = validation_cost(model, validation_size, config.eval_batch_size)
   for field, needed in (("queries", cost.images), ("calls", cost.calls)):
     if budget[field] < 0 or 0 < budget[field] < needed:
@@ -114,25 +151,94 @@ def check_query(config: ml_collections.ConfigDict, model: BlackBox, validation_s
           "needs: give 0 (no limit) or at least that.")
 
 
-def keep_best(state: QueryState, *, accuracy: float, done: int,
-              spent: Spent) -> tuple[QueryState, dict[str, float]]:
-  """The state after scoring the validation split under its noise (``done`` 0: no noise).
+def batch_cost(config: ml_collections.ConfigDict, model: BlackBox, *,
+               cheapest: bool = False) -> Spent:
+  """``Spent(calls, images)`` of one batch at the most (``cheapest``: at the least:
+  with ``focus``, its screening plus one image probed)."""
+  schedule, query = config.dft, config.query
+  probes_per_image = estimate_options(query).probes_per_image
+  batch = images_per_batch(schedule.batch_size, probes_per_image, query.images_per_step)
+  screened = batch if query.focus else 0  # Scored first under the current noise.
+  probes = probes_per_image * (1 if cheapest and query.focus else batch)
+  calls = model.calls_for(screened) * bool(screened) + model.calls_for(probes)
+  return Spent(calls=calls * schedule.updates_per_batch,
+               images=(screened + probes) * schedule.updates_per_batch)
 
-  The ledger grows by ``spent`` (the scoring's cost); ``best`` becomes the current
-  noise if its validation ``accuracy`` is strictly higher. Returns the state and
-  the log's metrics: ``val_accuracy``, ``best_val_accuracy`` and the ledger.
+
+@dataclasses.dataclass(frozen=True)
+class SelectionRule:
+  """When a scored noise replaces the one kept: a significant gain at ``level``
+  (0: any strictly higher accuracy) and a validation PSNR of at least ``min_psnr``
+  dB (0: no floor)."""
+
+  level: float = 0.05
+  min_psnr: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  """A scored noise: which validation images it gets right (in split order) and
+  its validation PSNR (``inf`` for ``N = 0``)."""
+
+  correct: np.ndarray
+  psnr_db: float = math.inf
+
+  @property
+  def accuracy(self) -> float:
+    return float(np.mean(self.correct))
+
+
+def mcnemar_p_value(kept: np.ndarray, new: np.ndarray) -> float:
+  """One-sided exact McNemar p-value that ``new`` is right on more images than ``kept``.
+
+  With ``b`` images only ``new`` gets right and ``c`` only ``kept`` does, under
+  no difference ``b ~ Binomial(b + c, 1/2)``: ``p = P(X >= b)``. A tie gives
+  ``p >= 0.5``; one image gained and none lost gives ``p = 0.5``.
 
   Example::
 
-    state, metrics = keep_best(state, accuracy=0.9, done=0, spent=Spent(1, 20))
-    metrics["best_val_accuracy"]  # 0.9: the first score always replaces -1
+    mcnemar_p_value(np.array([1, 0, 0, 0, 0]), np.array([1, 1, 1, 1, 1]))  # 1/16
+  """
+  kept, new = np.asarray(kept, bool), np.asarray(new, bool)
+  gained, lost = int(np.sum(new & ~kept)), int(np.sum(kept & ~new))
+  n = gained + lost
+  return sum(math.comb(n, k) for k in range(gained, n + 1)) / 2.0 ** n
+
+
+def significant_gain(kept: np.ndarray, new: np.ndarray, level: float) -> bool:
+  """True when ``new`` beats ``kept`` on the same images: McNemar's ``p < level``
+  (``level`` 0: any strictly higher count of correct images)."""
+  if level <= 0:
+    return int(np.sum(new)) > int(np.sum(kept))
+  return mcnemar_p_value(kept, new) < level
+
+
+def keep_best(state: QueryState, candidate: Candidate, *, done: int, spent: Spent,
+              rule: SelectionRule) -> tuple[QueryState, dict[str, float]]:
+  """The state after scoring the validation split under its noise (``done`` 0: no noise).
+
+  The ledger grows by ``spent`` (the scoring's cost). The first score (``N = 0``)
+  is always kept; later, the current noise replaces ``best`` when ``rule`` says
+  its gain over ``best`` is significant and its PSNR high enough. Returns the
+  state and the log's metrics: ``val_accuracy``, ``val_psnr_db`` (with a noise),
+  ``best_val_accuracy`` and the ledger.
+
+  Example::
+
+    state, metrics = keep_best(state, Candidate(np.ones(20, bool)), done=0,
+                               spent=Spent(1, 20), rule=SelectionRule())
+    metrics["best_val_accuracy"]  # 1.0: N = 0 is always the first kept
   """
   queries, best = add_spent(state["queries"], spent), state["best"]
-  if accuracy > float(best["val_accuracy"]) + _SAME_ACCURACY:
+  first = float(best["val_accuracy"]) < 0
+  if first or (candidate.psnr_db >= rule.min_psnr
+               and significant_gain(best["correct"], candidate.correct, rule.level)):
     noise = jax.tree.map(jnp.zeros_like, state["noise"]) if done == 0 else state["noise"]
-    best = {"noise": noise, "val_accuracy": np.asarray(accuracy, np.float32),
+    best = {"noise": noise, "val_accuracy": np.asarray(candidate.accuracy, np.float32),
+            "correct": np.asarray(candidate.correct, bool),
             "batch": np.asarray(done, np.int64), "images": queries["images"]}
-  metrics = {"val_accuracy": accuracy, "best_val_accuracy": float(best["val_accuracy"]),
+  metrics = {"val_accuracy": candidate.accuracy, "best_val_accuracy": float(best["val_accuracy"]),
+             **({"val_psnr_db": candidate.psnr_db} if done else {}),
              **{f"queries_{name}": int(value) for name, value in queries.items()}}
   return {**state, "queries": queries, "best": best}, metrics
 
@@ -145,19 +251,13 @@ def make_budget_stop(config: ml_collections.ConfigDict, model: BlackBox, *,
   ``validating(done)`` says whether the validation split is scored after batch
   ``done`` (its cost then counts too).
   """
-  schedule, query = config.dft, config.query
-  batch = images_per_batch(schedule.batch_size, query.directions, query.images_per_step)
-  screened = batch if query.focus else 0  # Scored first under the current noise.
-  probes = 2 * query.directions * batch
-  step_images = (screened + probes) * schedule.updates_per_batch
-  step_calls = (model.calls_for(screened) * bool(screened) + model.calls_for(probes)) \
-      * schedule.updates_per_batch
+  step = batch_cost(config, model)
   validation = validation_cost(model, validation_size, config.eval_batch_size)
 
   def stop_when(state: QueryState, done: int) -> bool:
     scored = validating(done + 1)
-    images = int(state["queries"]["images"]) + step_images + scored * validation.images
-    calls = int(state["queries"]["calls"]) + step_calls + scored * validation.calls
+    images = int(state["queries"]["images"]) + step.images + scored * validation.images
+    calls = int(state["queries"]["calls"]) + step.calls + scored * validation.calls
     over = (0 < config.budget.queries < images) or (0 < config.budget.calls < calls)
     if over:
       print(f"Query budget reached after batch {done}: {int(state['queries']['images'])} "

@@ -238,3 +238,30 @@ def plot_samples(samples: Samples, class_names: list[str], path: Path) -> None:
   figure.tight_layout()
   figure.savefig(path, dpi=100)
   plt.close(figure)
+
+
+def plot_gain_curves(curves: dict[str, list[list[tuple[int, float]]]], *, before: float,
+                     gain: float, budget: int, path: Path) -> None:
+  """The share of a reference gain ``(accuracy - before) / gain`` of the noise kept,
+  against images scored: per variant the mean over its runs (each a step curve
+  ``[(images, accuracy), ...]``) and the range of the runs, on one log-x axis."""
+  grid = np.unique(np.geomspace(1_000, budget, 60).astype(int))
+  figure, axis = plt.subplots(figsize=(8, 5))
+  for name, runs in curves.items():
+    shares = np.array([[(_last_before(run, x) - before) / gain for x in grid] for run in runs])
+    line, = axis.plot(grid, 100 * shares.mean(axis=0), label=name)
+    axis.fill_between(grid, 100 * shares.min(axis=0), 100 * shares.max(axis=0),
+                      color=line.get_color(), alpha=0.15)
+  axis.axhline(100, color="black", linestyle=":", label="white-box DFT")
+  axis.set_xscale("log")
+  axis.set_xlabel("images scored (estimates and validation)")
+  axis.set_ylabel("share of the white-box test gain (%)")
+  axis.legend(fontsize=7, ncol=2)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)
+
+
+def _last_before(run: list[tuple[int, float]], images: int) -> float:
+  """The accuracy of the noise kept once ``images`` were spent (a step curve)."""
+  return [accuracy for spent, accuracy in run if spent <= images][-1]

@@ -10,6 +10,8 @@ finished phase restored from its last checkpoint costs no training, which is how
 DFT+MFT resumes a round in the middle.
 """
 import json
+import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,14 @@ from dfm.black_box.base import BlackBox, Spent, ledger_ints, spent_of
 from dfm.dft import (OptimizerOf, init_stacked_state, init_state, make_stacked_update_step,
                      make_update_step)
 from dfm.models.training import init_train_state, make_train_step, restrict_to_layers
-from dfm.optim import make_optimizer
-from dfm.query import (SpentTally, TrueGradient, init_query_state, keep_best,
-                       make_black_box_eval_step, make_budget_stop, make_query_step, with_ledger)
+from dfm.optim import clocked_optimizer, make_optimizer
+from dfm.query import (STRATEGIES, Candidate, SelectionRule, SpentTally, TrueGradient,
+                       estimate_options, init_query_state, keep_best, make_black_box_eval_step,
+                       make_budget_stop, make_evolution_step, make_query_step, with_ledger)
+from dfm.query.budget import batches_budget_pays, budget_learning_rate, budget_share, has_budget
+from dfm.report.scores import summarize
 from dfm.run import checkpoint, loop
-from dfm.run.evaluate import EvalStep, evaluate_split, make_eval_step
+from dfm.run.evaluate import EvalStep, evaluate_split, make_eval_step, score_split
 from dfm.run.settings import per_setting_metrics
 from dfm.transform import resize_noise
 from dfm.types import ApplyFn, QueryState
@@ -205,56 +210,112 @@ def _remembering_ledger(fn: Callable, last_seen: dict) -> Callable:
   return remembered
 
 
-def _select_on_validation(config: ml_collections.ConfigDict, model: BlackBox, source: Any):
+CHOSEN_DIR = "chosen"  # Each noise selection kept, as <images spent>.npy.
+
+
+def _select_on_validation(config: ml_collections.ConfigDict, model: BlackBox, source: Any,
+                          run_dir: Path):
   """``on_batches_done`` of query-only DFT: scores the validation split through the
-  model (``done`` 0: no noise), counts it in the ledger, keeps the best noise."""
+  model (``done`` 0: no noise), counts it in the ledger, keeps the best noise by
+  ``config.query``'s significance level and PSNR floor, and writes each noise kept
+  to ``chosen/<images spent>.npy`` (the curve of what a budget buys)."""
   tally = SpentTally()
   eval_step = make_black_box_eval_step(model, transform=config.dft.transform, tally=tally)
+  rule = SelectionRule(level=config.query.significance, min_psnr=config.query.min_psnr)
 
   def selection(state: QueryState, done: int) -> tuple[QueryState, dict[str, float]]:
     tally.total = Spent()
+    noise = None if done == 0 else state["noise"]
     try:
-      accuracy = evaluate_split(eval_step, None, None if done == 0 else state["noise"], source,
-                                config)["accuracy"]
+      scores = score_split(eval_step, None, noise, source, config)
     except BaseException as error:
       raise with_ledger(error, state["queries"], tally.total + spent_of(error))
-    return keep_best(state, accuracy=accuracy, done=done, spent=tally.total)
+    psnr = summarize(scores, num_classes=config.model.num_classes,
+                     perturbed=noise is not None).get("psnr_db", math.inf)
+    state, metrics = keep_best(state, Candidate(scores.predictions == scores.labels, psnr),
+                               done=done, spent=tally.total, rule=rule)
+    if done and int(state["best"]["batch"]) == done and parallel.is_main_process():
+      (run_dir / CHOSEN_DIR).mkdir(exist_ok=True)
+      np.save(run_dir / CHOSEN_DIR / f"{int(state['best']['images']):09d}.npy",
+              np.asarray(state["best"]["noise"]))
+    return state, metrics
 
   return selection
 
 
+def _query_schedule(config: ml_collections.ConfigDict, model: BlackBox, sources: dict[str, Any]
+                    ) -> tuple[Any, int, optax.GradientTransformation, Callable | None]:
+  """``(batches, total batches, optimizer, learning_rate_at)`` of a query-only run.
+
+  With a budget, the data repeat until it is spent and the learning rate follows
+  the share spent (:mod:`dfm.query.budget`); without, ``config.dft.epochs`` and
+  the step-count schedule apply.
+  """
+  schedule = config.dft
+  if not has_budget(config):
+    return *_noise_schedule(schedule, sources["train"], config.seed), None
+  total = batches_budget_pays(config, model, len(sources["validation"]))
+  per_epoch = data.num_batches(len(sources["train"]), schedule.batch_size)
+  batches = data.make_train_loader(sources["train"], batch_size=schedule.batch_size,
+                                   seed=config.seed, num_epochs=-(-total // per_epoch))
+
+  def learning_rate_at(state: QueryState) -> float:
+    return budget_learning_rate(schedule.lr, schedule.lr_schedule,
+                                budget_share(config, state["queries"]))
+
+  return batches, total, clocked_optimizer(schedule.optimizer, schedule.lr), learning_rate_at
+
+
+def _query_step(config: ml_collections.ConfigDict, model: BlackBox, optimizer: Any,
+                validation_size: int, **step_options: Any) -> tuple[Callable, QueryState]:
+  """``(step, initial state)``: an estimated-gradient step or an evolution strategy's."""
+  schedule, query = config.dft, config.query
+  zeros = jnp.zeros(noise_shape(config), jnp.float32)
+  if query.estimator in STRATEGIES:
+    step, init = make_evolution_step(
+        model, lam=schedule.lam, strategy=query.estimator, population=2 * query.directions,
+        scale=query.scale, like=zeros, frequencies=query.frequencies, learning_rate=schedule.lr,
+        transform=schedule.transform, class_term=schedule.class_term,
+        images_per_step=query.images_per_step)
+    return step, init(config.seed, validation_size)
+  step = make_query_step(
+      model, optimizer, lam=schedule.lam, options=estimate_options(query),
+      transform=schedule.transform, class_term=schedule.class_term,
+      images_per_step=query.images_per_step, focus=query.focus, **step_options)
+  return step, init_query_state(zeros, optimizer, seed=config.seed,
+                                validation_size=validation_size)
+
+
 def fit_noise_by_queries(config: ml_collections.ConfigDict, model: BlackBox,
                          sources: dict[str, Any], run_dir: Path, *,
-                         true_gradient: TrueGradient | None = None
+                         true_gradient: TrueGradient | None = None,
+                         prior_gradient: TrueGradient | None = None
                          ) -> tuple[QueryState, list[dict]]:
   """Query-only DFT on ``sources["train"]``, selected on ``sources["validation"]``.
 
   The rules are :mod:`dfm.query.selection`'s: ``N = 0`` scored first (batch 0),
-  the best noise on validation kept, a stop before the budget is passed. An
-  exception carries the ledger up to it (``error.ledger``), which is written
-  beside the last checkpoint so the resumed run counts on from there.
+  a noise kept only when it gains significantly on validation, a stop before the
+  budget is passed (the budget is also the schedule's clock). An exception
+  carries the ledger up to it (``error.ledger``), which is written beside the
+  last checkpoint so the resumed run counts on from there.
   Returns the final state (``best``: the chosen noise; ``queries``: the ledger)
   and the phase's log records. ``true_gradient`` (JAX models only) logs the
-  estimate's cosine with the true gradient.
+  estimate's cosine with the true gradient; ``prior_gradient`` is a surrogate's.
   """
-  schedule, query = config.dft, config.query
-  batches, total_batches, optimizer = _noise_schedule(schedule, sources["train"], config.seed)
-  state = init_query_state(jnp.zeros(noise_shape(config), jnp.float32), optimizer,
-                           seed=config.seed)
-  step = make_query_step(
-      model, optimizer, lam=schedule.lam, transform=schedule.transform,
-      class_term=schedule.class_term, estimator=query.estimator,
-      num_directions=query.directions, scale=query.scale,
-      share_directions=query.share_directions, images_per_step=query.images_per_step,
-      focus=query.focus, true_gradient=true_gradient)
+  schedule = config.dft
+  batches, total_batches, optimizer, learning_rate_at = _query_schedule(config, model, sources)
+  step, state = _query_step(config, model, optimizer, len(sources["validation"]),
+                            true_gradient=true_gradient, prior_gradient=prior_gradient,
+                            learning_rate_at=learning_rate_at)
   log_every = config.log_every // schedule.updates_per_batch
   stop_when = make_budget_stop(
       config, model, validation_size=len(sources["validation"]),
       validating=lambda done: loop.is_due(done, log_every, total_batches))
   if checkpoint.manager(run_dir / "checkpoints").latest_step() is None:
     (run_dir / FAILED_LEDGER).unlink(missing_ok=True)  # Another attempt's, never resumed.
+    shutil.rmtree(run_dir / CHOSEN_DIR, ignore_errors=True)
   last_seen = dict(state["queries"])
-  selection = _select_on_validation(config, model, sources["validation"])
+  selection = _select_on_validation(config, model, sources["validation"], run_dir)
   try:
     return _noise_phase(
         config, schedule, state, _remembering_ledger(step, last_seen), batches, total_batches,

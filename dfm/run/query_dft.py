@@ -16,9 +16,11 @@ Example::
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from dfm import black_box, data, models
 from dfm.black_box.base import add_spent, ledger_ints
+from dfm.query.budget import budget_share
 from dfm.query import SpentTally, TrueGradient, check_query, make_black_box_eval_step
 from dfm.query import make_true_gradient
 from dfm.report.document import append_queries
@@ -40,6 +42,32 @@ def _true_gradient(config: ml_collections.ConfigDict) -> TrueGradient | None:
                             class_term=config.dft.class_term)
 
 
+def _surrogate_gradient(config: ml_collections.ConfigDict) -> TrueGradient | None:
+  """For ``config.query.prior='surrogate'``: the white-box gradient of the class term
+  through the surrogate model (``config.query.surrogate``), the direction prior."""
+  if config.query.prior != "surrogate":
+    return None
+  surrogate = ml_collections.ConfigDict(config.to_dict())
+  surrogate.model = config.query.surrogate.model
+  surrogate.classifier_dir = config.query.surrogate.classifier_dir
+  apply_fn, params = models.load_frozen_classifier(surrogate)
+  return make_true_gradient(apply_fn, params, transform=config.dft.transform,
+                            class_term=config.dft.class_term)
+
+
+def _spending(config: ml_collections.ConfigDict, fitted: dict[str, int]) -> dict[str, Any]:
+  """The share of the budget the fit spent, and a line saying so (a warning under 95%)."""
+  share = budget_share(config, fitted)
+  if not share:
+    return {}
+  line = f"Spent {100 * share:.1f}% of the query budget."
+  if share < 0.95:
+    line += (" Less than 95%: the next batch and its validation would have passed it; "
+             "a smaller config.dft.batch_size or config.query.directions spends it closer.")
+  print(line, flush=True)
+  return {"spent_share": share}
+
+
 def query_dft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Fits the noise by queries, evaluates before/after through the model, writes outputs.
 
@@ -47,21 +75,24 @@ def query_dft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   """
   check_schedule(config, "dft")
   model = black_box.from_config(config)
-  true_gradient = _true_gradient(config)
+  true_gradient, prior_gradient = _true_gradient(config), _surrogate_gradient(config)
   sources = data.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
   check_query(config, model, len(sources["validation"]))
   noise_shape(config)
   workdir = claim_workdir(workdir, config)
   state, records = fit_noise_by_queries(config, model, sources, workdir,
-                                        true_gradient=true_gradient)
+                                        true_gradient=true_gradient,
+                                        prior_gradient=prior_gradient)
   curve = write_query_curve(workdir, records, with_figures=draws_figures(config))
   fitted, best, final = ledger_ints(state["queries"]), state["best"], SpentTally()
+  spending = _spending(config, fitted)
 
   def queries() -> dict[str, Any]:
     return {"queries": {
-        "fit": fitted, "budget": config.budget.to_dict(),
+        "fit": fitted, "budget": config.budget.to_dict(), **spending,
         "chosen": {"batch": int(best["batch"]), "images": int(best["images"]),
-                   "val_accuracy": float(best["val_accuracy"])},
+                   "val_accuracy": float(best["val_accuracy"]),
+                   "val_correct": "".join(map(str, np.asarray(best["correct"], int)))},
         "curve_points": len(curve),
         "total": ledger_ints(add_spent(state["queries"], final.total))}}
 
