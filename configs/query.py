@@ -56,7 +56,8 @@ def query_options(estimator: str, model: ml_collections.ConfigDict) -> ml_collec
       "surrogate": {"model": model.to_dict(), "classifier_dir": ""},
       "lookahead": 0.0,         # beta: probe at N + beta (N_t - N_{t-1}) (SPSA-GC)
       "updates_per_estimate": 1,  # noise updates per estimate (the appearance term exact)
-      "significance": 0.05,     # a noise replaces the one kept only if McNemar's p < this
+      "significance": 0.05,     # a noise replaces the one kept only if McNemar's p < this,
+      "significant_against": "zero",  # over N = 0 (and better than the kept) | kept
       "min_psnr": 0.0,          # dB: a noise below this validation PSNR is never kept
       "cosine": False,          # log cos(estimate, true gradient); JAX models only
   })

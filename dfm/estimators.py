@@ -22,11 +22,14 @@ Two priors cut the directions' dimension or steer them:
   instead of ``h w C`` (SimBA-DCT, Guo et al. 2019);
 - a direction prior ``v`` (a surrogate model's gradient, or the last estimate):
   :func:`prior_guided_estimate` measures ``a = v.grad f`` along the unit ``v``
-  with one more antithetic pair, estimates the rest from directions orthogonal to
-  ``v``, and weighs the two with P-RGF's optimal ``lambda`` (Cheng et al. 2019)
-  from the estimated cosine ``alpha`` of ``v`` with the gradient:
-  ``g = a v + (1 - lambda) e_perp``; ``lambda`` is 0 for a useless prior (plain
-  NES) and 1 for the true gradient.
+  with one more antithetic pair, estimates the rest ``e_perp`` from directions
+  orthogonal to ``v``, and weighs the two with P-RGF's optimal ``lambda`` (Cheng
+  et al. 2019) from the estimated cosine ``alpha`` of ``v`` with the gradient:
+  ``g = a v + (1 - lambda (1 - q / D)) e_perp``. ``lambda`` is 0 for a useless
+  prior (``g`` is NES with one more direction, unbiased) and 1 for a good one,
+  where ``e_perp`` keeps the weight ``q / D`` that maximises the expected cosine
+  of ``g`` with the gradient (``alpha^2 + (q / D)(1 - alpha^2)``, against
+  ``alpha^2`` for the prior alone).
 
 Example::
 
@@ -193,16 +196,17 @@ def prior_guided_estimate(values: jax.Array, directions: PyTree, scale: float,
   ``a`` (the slope along the prior) and the slopes ``s_i`` along the orthogonal
   directions give ``alpha^2 = a^2 / (a^2 + mean s_i^2)`` (``E s_i^2`` is the squared
   norm of the gradient's part the directions span); the estimate is
-  ``a v + (1 - lambda) (1/q) sum_i s_i d_perp_i``.
+  ``a v + (1 - lambda (1 - q / D)) (1/q) sum_i s_i d_perp_i``.
   """
   plus, minus = jnp.split(values, 2)
   slopes = (plus - minus) / (2.0 * scale)
   along, across = slopes[-1], slopes[:-1]
   alpha_sq = along ** 2 / jnp.maximum(along ** 2 + jnp.mean(across ** 2), 1e-30)
   weight = prior_weight(alpha_sq, dimensions, across.shape[0])
+  kept = 1 - weight * (1 - across.shape[0] / dimensions)
   estimate = jax.tree.map(
-      lambda d: along * d[-1] + (1 - weight) * jnp.tensordot(across, d[:-1], axes=1)
-      / across.shape[0], directions)
+      lambda d: along * d[-1] + kept * jnp.tensordot(across, d[:-1], axes=1) / across.shape[0],
+      directions)
   return estimate, weight, alpha_sq
 
 

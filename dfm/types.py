@@ -55,12 +55,13 @@ class Ledger(TypedDict):
 
 class Best(TypedDict):
   """The noise selection keeps: its validation accuracy, which validation images it
-  gets right, the batch after which it was scored and the images spent by then
-  (``batch`` 0: no noise, ``N = 0``)."""
+  (and ``N = 0``) gets right, the batch after which it was scored and the images
+  spent by then (``batch`` 0: no noise, ``N = 0``)."""
 
   noise: PyTree
   val_accuracy: np.ndarray
   correct: np.ndarray
+  zero_correct: np.ndarray
   batch: np.ndarray
   images: np.ndarray
 

@@ -268,6 +268,8 @@ def test_call_budget(tiny_model, digits, data_dir, tmp_path):
     ({"query.scale": 0.0}, "scale > 0"),
     ({"query.images_per_step": 3}, "images_per_step=3"),
     ({"query.focus": 1.5}, "focus=1.5"),
+    ({"query.significant_against": "best"}, "significant_against='best'"),
+    ({"query.estimator": "cma_es", "query.prior": "previous"}, "evolution strategy"),
 ])
 def test_bad_query_settings_are_refused_before_any_query(tiny_model, data_dir, tmp_path,
                                                          monkeypatch, overrides, message):
@@ -459,6 +461,20 @@ def test_selection_keeps_zero_noise_on_a_tie_and_on_a_one_image_gain():
   many = [1] * 10 + [0] * 10
   assert _kept_after(many, [1] * 15 + [0] * 5) == 5  # Five gained, none lost: p = 1/32.
   assert _kept_after(many, [1] * 11 + [0] * 9, level=0.0) == 5  # Off: any gain replaces.
+
+
+@pytest.mark.parametrize("against, kept", [("zero", 10), ("kept", 5)])
+def test_a_noise_better_than_the_kept_one_replaces_it_if_significant_over_zero_noise(
+    against, kept):
+  """N = 0 gets 10 of 20 right, the noise of batch 5 gets 16 (p = 1/64 over N = 0),
+  that of batch 10 gets 17: significant over N = 0 and one more than the kept noise
+  (``zero``), but not significant over the kept noise (``kept``: p = 0.5)."""
+  state = init_query_state(jnp.zeros((2, 2, 1)), optax.sgd(0.0), seed=0, validation_size=20)
+  rule = SelectionRule(0.05, against=against)
+  for done, right in ((0, 10), (5, 16), (10, 17)):
+    state, _ = keep_best(state, Candidate(np.arange(20) < right, psnr_db=30.0), done=done,
+                         spent=Spent(1, 20), rule=rule)
+  assert int(state["best"]["batch"]) == kept
 
 
 def test_selection_never_keeps_a_noise_below_the_psnr_floor():

@@ -8,8 +8,10 @@ calls, images, failures). The rules the noise phase follows:
    :func:`keep_best` keeps the best noise: a noise replaces the one kept (at first
    ``N = 0``) only when it gains significantly on the same validation images
    (:func:`significant_gain`, an exact one-sided McNemar test at level
-   ``config.query.significance``; 0 turns it off: any strictly higher accuracy
-   replaces) and its validation PSNR is at least ``config.query.min_psnr``;
+   ``config.query.significance``, over ``N = 0`` or over the noise kept:
+   ``config.query.significant_against``; level 0 turns it off: any strictly
+   higher accuracy replaces) and its validation PSNR is at least
+   ``config.query.min_psnr``;
 3. :func:`make_budget_stop` ends the phase when the next batch (and the
    validation after it, if due) would pass ``config.budget.queries`` images or
    ``config.budget.calls`` calls.
@@ -125,6 +127,9 @@ def _check_estimator(query: ml_collections.ConfigDict) -> None:
                      f"{query.lookahead} and {query.updates_per_estimate}.")
   if not 0 <= query.focus <= 1:
     raise ValueError(f"config.query.focus={query.focus} must be in [0, 1] (0: probe every image).")
+  if query.significant_against not in SIGNIFICANT_AGAINST:
+    raise ValueError(f"config.query.significant_against={query.significant_against!r} is "
+                     f"not one of {SIGNIFICANT_AGAINST}.")
   if not 0 <= query.significance < 1:
     raise ValueError(f"config.query.significance={query.significance} must be in [0, 1) "
                      "(0: any higher validation accuracy replaces the noise kept).")
@@ -165,14 +170,29 @@ def batch_cost(config: ml_collections.ConfigDict, model: BlackBox, *,
                images=(screened + probes) * schedule.updates_per_batch)
 
 
+SIGNIFICANT_AGAINST = ("zero", "kept")
+
+
 @dataclasses.dataclass(frozen=True)
 class SelectionRule:
-  """When a scored noise replaces the one kept: a significant gain at ``level``
-  (0: any strictly higher accuracy) and a validation PSNR of at least ``min_psnr``
-  dB (0: no floor)."""
+  """When a scored noise replaces the one kept: a validation PSNR of at least
+  ``min_psnr`` dB (0: no floor) and a gain significant at ``level`` (0: any
+  strictly higher accuracy) over ``N = 0`` with more images right than the noise
+  kept (``against="zero"``), or significant over the noise kept (``"kept"``,
+  stricter: a better noise may wait for a clear margin)."""
 
   level: float = 0.05
   min_psnr: float = 0.0
+  against: str = "zero"
+
+  def replaces(self, best: dict, candidate: "Candidate") -> bool:
+    """Whether ``candidate`` replaces ``best`` (a state's ``best``)."""
+    if candidate.psnr_db < self.min_psnr:
+      return False
+    if self.against == "kept":
+      return significant_gain(best["correct"], candidate.correct, self.level)
+    return (significant_gain(best["zero_correct"], candidate.correct, self.level)
+            and int(np.sum(candidate.correct)) > int(np.sum(best["correct"])))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +238,8 @@ def keep_best(state: QueryState, candidate: Candidate, *, done: int, spent: Spen
   """The state after scoring the validation split under its noise (``done`` 0: no noise).
 
   The ledger grows by ``spent`` (the scoring's cost). The first score (``N = 0``)
-  is always kept; later, the current noise replaces ``best`` when ``rule`` says
-  its gain over ``best`` is significant and its PSNR high enough. Returns the
+  is always kept (and its images right, ``zero_correct``); later, the current
+  noise replaces ``best`` when :meth:`SelectionRule.replaces` says so. Returns the
   state and the log's metrics: ``val_accuracy``, ``val_psnr_db`` (with a noise),
   ``best_val_accuracy`` and the ledger.
 
@@ -231,11 +251,11 @@ def keep_best(state: QueryState, candidate: Candidate, *, done: int, spent: Spen
   """
   queries, best = add_spent(state["queries"], spent), state["best"]
   first = float(best["val_accuracy"]) < 0
-  if first or (candidate.psnr_db >= rule.min_psnr
-               and significant_gain(best["correct"], candidate.correct, rule.level)):
+  if first or rule.replaces(best, candidate):
     noise = jax.tree.map(jnp.zeros_like, state["noise"]) if done == 0 else state["noise"]
+    correct = np.asarray(candidate.correct, bool)
     best = {"noise": noise, "val_accuracy": np.asarray(candidate.accuracy, np.float32),
-            "correct": np.asarray(candidate.correct, bool),
+            "correct": correct, "zero_correct": correct if first else best["zero_correct"],
             "batch": np.asarray(done, np.int64), "images": queries["images"]}
   metrics = {"val_accuracy": candidate.accuracy, "best_val_accuracy": float(best["val_accuracy"]),
              **({"val_psnr_db": candidate.psnr_db} if done else {}),

@@ -95,6 +95,7 @@ def init_query_state(noise: PyTree, optimizer: optax.GradientTransformation, *,
           "best": {"noise": jax.tree.map(jnp.zeros_like, noise),
                    "val_accuracy": np.asarray(-1.0, np.float32),
                    "correct": np.zeros(validation_size, bool),
+                   "zero_correct": np.zeros(validation_size, bool),
                    "batch": np.zeros((), np.int64), "images": np.zeros((), np.int64)}}
 
 

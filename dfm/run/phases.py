@@ -221,7 +221,8 @@ def _select_on_validation(config: ml_collections.ConfigDict, model: BlackBox, so
   to ``chosen/<images spent>.npy`` (the curve of what a budget buys)."""
   tally = SpentTally()
   eval_step = make_black_box_eval_step(model, transform=config.dft.transform, tally=tally)
-  rule = SelectionRule(level=config.query.significance, min_psnr=config.query.min_psnr)
+  rule = SelectionRule(level=config.query.significance, min_psnr=config.query.min_psnr,
+                       against=config.query.significant_against)
 
   def selection(state: QueryState, done: int) -> tuple[QueryState, dict[str, float]]:
     tally.total = Spent()
