@@ -219,6 +219,10 @@ def test_budget_stops_with_the_best_noise_on_validation(tiny_model, digits, data
   best = max(scored, key=lambda r: (r["val_accuracy"], -r["batch"]))
   assert int(state["best"]["batch"]) == best["batch"]
   assert float(state["best"]["val_accuracy"]) == pytest.approx(best["val_accuracy"])
+  # The budget is the cosine schedule's clock: lr 0.1 at 0 spent, ~0 at the budget
+  # (over 70% of it is spent by the last log).
+  rates = [r["learning_rate"] for r in records if "learning_rate" in r]
+  assert rates == sorted(rates, reverse=True) and 0.05 < rates[0] <= 0.1 and rates[-1] < 0.05
 
 
 class _Source(list):
