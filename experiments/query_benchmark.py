@@ -41,13 +41,13 @@ from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
 VARIANTS = {
     "nes": {},
     "spsa": {"estimator": "spsa"},
-    "nes-dct8": {"frequencies": 8, "focus": 0.0},
+    "nes-dct12": {"frequencies": 12},
     "nes-previous": {"prior": "previous"},
     "nes-lookahead": {"lookahead": 0.5},
     "nes-surrogate": {"prior": "surrogate", "surrogate": "trained"},
-    "nes-random-surrogate": {"prior": "surrogate", "surrogate": "untrained"},
-    "cma_es-dct8": {"estimator": "cma_es", "frequencies": 8, "focus": 0.0},
-    "sep_cma_es": {"estimator": "sep_cma_es", "focus": 0.0},
+    "nes-untrained-surrogate": {"prior": "surrogate", "surrogate": "untrained"},
+    "cma_es-dct8": {"estimator": "cma_es", "frequencies": 8, "focus": 0.0, "scale": 0.3},
+    "sep_cma_es": {"estimator": "sep_cma_es", "focus": 0.0, "scale": 0.2},
     "open_es": {"estimator": "open_es", "focus": 0.0},
 }
 
