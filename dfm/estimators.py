@@ -25,11 +25,12 @@ Two priors cut the directions' dimension or steer them:
   with one more antithetic pair, estimates the rest ``e_perp`` from directions
   orthogonal to ``v``, and weighs the two with P-RGF's optimal ``lambda`` (Cheng
   et al. 2019) from the estimated cosine ``alpha`` of ``v`` with the gradient:
-  ``g = a v + (1 - lambda (1 - q / D)) e_perp``. ``lambda`` is 0 for a useless
-  prior (``g`` is NES with one more direction, unbiased) and 1 for a good one,
-  where ``e_perp`` keeps the weight ``q / D`` that maximises the expected cosine
-  of ``g`` with the gradient (``alpha^2 + (q / D)(1 - alpha^2)``, against
-  ``alpha^2`` for the prior alone).
+  ``g = a v + (1 - lambda (1 - q / D)) e_perp``. P-RGF derives ``lambda`` for
+  directions biased towards ``v``; here it is borrowed as a trust in ``v``: 0 for
+  a useless prior (``g`` is NES with one more direction, unbiased), 1 for a good
+  one, where ``e_perp`` keeps the weight ``q / D`` that maximises the expected
+  cosine of ``g`` with the gradient (``alpha^2 + (q / D)(1 - alpha^2)``, against
+  ``alpha^2`` for the prior alone) at the price of a bias towards ``v``.
 
 Example::
 
@@ -147,6 +148,11 @@ def _dot(a: PyTree, b: PyTree) -> jax.Array:
   """``<a, b>`` over matching leaves; ``a``'s leaves may carry a leading axis."""
   return sum(jnp.tensordot(x, y, axes=y.ndim) for x, y in zip(jax.tree.leaves(a),
                                                               jax.tree.leaves(b)))
+
+
+def cosine(a: PyTree, b: PyTree) -> jax.Array:
+  """The cosine between two pytrees of the same structure (0 if either is zero)."""
+  return _dot(a, b) / jnp.maximum(jnp.sqrt(_dot(a, a) * _dot(b, b)), 1e-30)
 
 
 def unit(tree: PyTree) -> PyTree:

@@ -68,9 +68,13 @@ class Best(TypedDict):
 
 class QueryState(NoiseState):
   """Query-only DFT: the noise state plus the RNG ``key`` data (directions come from
-  ``fold_in(key, step)``), the ledger ``queries`` and the selected ``best``."""
+  ``fold_in(key, step)``), the last ``estimate`` of ``grad C`` and the noise's
+  ``velocity`` (its last move per update), the ledger ``queries`` and the selected
+  ``best``. An evolution strategy keeps its own state in ``opt``."""
 
   key: jax.Array
+  estimate: PyTree
+  velocity: PyTree
   queries: Ledger
   best: Best
 

@@ -144,7 +144,7 @@ def benchmark(workdir: Path) -> str:
   config = _configured(query.get_config("digits"), seeds[0], workdir)
   apply_fn, params = models.load_frozen_classifier(config)
   test = data.open_splits("uci_digits", config.data_dir, config.model.input_shape)["test"]
-  eval_step = make_eval_step(apply_fn)
+  eval_step = make_eval_step(apply_fn, transform=config.dft.transform)
 
   def evaluate(noise):
     return evaluate_split(eval_step, params, noise, test, config)["accuracy"]

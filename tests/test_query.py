@@ -18,9 +18,9 @@ from dfm import black_box, data, models
 from dfm.black_box import (BlackBox, JaxBlackBox, Reply, Spent, TopKBlackBox, resolve_model_path,
                            with_spent)
 from dfm.black_box.local_server import make_server
-from dfm.query import (STRATEGIES, Candidate, EstimateOptions, SelectionRule, init_query_state,
-                       keep_best, make_evolution_step, make_query_step, make_true_gradient,
-                       mcnemar_p_value)
+from dfm.query import (STRATEGIES, Candidate, EstimateOptions, SelectionRule, check_query,
+                       init_query_state, keep_best, make_evolution_step, make_query_step,
+                       make_true_gradient, mcnemar_p_value)
 from dfm.run import loop
 from dfm.run.phases import FAILED_LEDGER, fit_noise_by_queries
 from dfm.run.query_dft import query_dft
@@ -462,6 +462,8 @@ def test_selection_keeps_zero_noise_on_a_tie_and_on_a_one_image_gain():
   assert _kept_after(kept, [0] + [1] * 17 + [1, 0]) == 0  # One lost, one gained: a tie.
   assert _kept_after(kept, [1] * 19 + [0]) == 0  # One gained: p = 0.5.
   assert mcnemar_p_value(np.array(kept, bool), np.ones(20, bool)) == 0.25
+  # Thousands of images changing: exact, no float overflow.
+  assert mcnemar_p_value(np.arange(3000) < 1400, np.arange(3000) >= 1400) < 1e-10
   many = [1] * 10 + [0] * 10
   assert _kept_after(many, [1] * 15 + [0] * 5) == 5  # Five gained, none lost: p = 1/32.
   assert _kept_after(many, [1] * 11 + [0] * 9, level=0.0) == 5  # Off: any gain replaces.
@@ -502,3 +504,11 @@ def test_one_evolution_generation_is_one_call_of_the_black_box(strategy):
   assert {name: int(metrics[f"queries_{name}"]) for name in ("calls", "images")} == \
       {"calls": 1, "images": 4 * 6}
   assert float(jnp.abs(state["noise"]).max()) > 0
+
+
+def test_every_evolution_strategy_configures_as_it_runs(tiny_model, data_dir):
+  """configs/query.py knows the strategies dfm runs, and sets what they need (focus 0)."""
+  assert query_configs.EVOLUTION_STRATEGIES == STRATEGIES
+  for strategy in STRATEGIES:
+    config = query_configs.get_config(f"digits,estimator={strategy}")
+    check_query(config, JaxBlackBox(*tiny_model, num_classes=10), validation_size=360)

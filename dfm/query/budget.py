@@ -48,12 +48,14 @@ def has_budget(config: ml_collections.ConfigDict) -> bool:
 
 
 def batches_budget_pays(config: ml_collections.ConfigDict, model: BlackBox,
-                        validation_size: int) -> int:
+                        validation_size: int, train_size: int) -> int:
   """An upper bound on the batches the budget pays for (the run stops at the
   budget, usually sooner): what is left after scoring validation once, over the
-  cheapest batch."""
+  cheapest batch (an epoch's last, padded batch holds ``train_size % batch_size``
+  real images)."""
   validation = validation_cost(model, validation_size, config.eval_batch_size)
-  cheapest = batch_cost(config, model, cheapest=True)
+  batch_size = config.dft.batch_size
+  cheapest = batch_cost(config, model, smallest_batch=train_size % batch_size or batch_size)
   bounds = []
   if config.budget.queries:
     bounds.append((config.budget.queries - validation.images) // cheapest.images)

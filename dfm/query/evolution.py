@@ -21,7 +21,6 @@ Example::
                                    scale=0.05, like=jnp.zeros((28, 28, 1)))
   state, metrics = step(init(seed=0, validation_size=360), batch)
 """
-import functools
 from collections.abc import Callable
 
 import jax
@@ -32,7 +31,7 @@ import optax
 from dfm import estimators, losses
 from dfm.black_box.base import BlackBox, add_spent, known_true_class_probability, spent_of
 from dfm.dft import noise_norms
-from dfm.query.step import appearance_gradient, init_query_state, rows_to_send, with_ledger
+from dfm.query.step import images_per_batch, init_query_state, rows_to_send, with_ledger
 from dfm.transform import Transform, get_transform, perturb
 from dfm.types import Batch, Metrics, PyTree, QueryState
 
@@ -82,7 +81,9 @@ def make_evolution_step(model: BlackBox, *, lam: float, strategy: str, populatio
   and ``init(seed, validation_size) -> state``, the zero noise and a fresh strategy.
 
   ``images_per_step`` caps a generation's images (``P * B``) by probing fewer batch
-  images. Metrics: ``loss``, ``class_term``, ``appearance`` (of the mean),
+  images. The budget's learning-rate clock does not apply: CMA-ES adapts its own
+  step, OpenAI-ES keeps ``learning_rate``. Metrics: ``loss``, ``class_term`` and
+  ``appearance`` (means over the population),
   ``accuracy`` over the population's images, ``best_fitness`` of the generation,
   ``spread`` (the strategy's std), ``noise_l2``, ``noise_linf`` and the ledger.
   """
@@ -107,8 +108,8 @@ def make_evolution_step(model: BlackBox, *, lam: float, strategy: str, populatio
     true_prob = known_true_class_probability(probabilities, jnp.tile(labels, population))
     values = losses.class_term_per_image(true_prob=true_prob, class_term=class_term)
     values = values.reshape(population, -1).mean(axis=1)
-    appearance = jax.vmap(lambda n: appearance_gradient(n, images, lam=lam,
-                                                        transform=transform)[1])(noises)
+    appearance = jax.vmap(lambda n: losses.appearance_distance(
+        images=images, perturbed=perturb(images, n, transform=transform)))(noises)
     fitness = values + lam * appearance
     es_state, _ = es.tell(key, candidates, fitness, es_state, params)
     noise = to_noise(es.get_mean(es_state), like, frequencies)
@@ -127,8 +128,8 @@ def make_evolution_step(model: BlackBox, *, lam: float, strategy: str, populatio
     return {**state, "opt": es.init(key, template, params)}
 
   def step(state: QueryState, batch: Batch) -> tuple[QueryState, Metrics]:
-    images, labels = rows_to_send(batch, images_per_step // population if images_per_step
-                                  else len(batch["label"]))
+    images, labels = rows_to_send(batch, images_per_batch(len(batch["label"]), population,
+                                                          images_per_step))
     key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
     try:
       probes, candidates, noises, es_state = ask(state["opt"], key, images)

@@ -27,6 +27,7 @@ Example::
                              spent=Spent(1, 20), rule=SelectionRule(0.05))
 """
 import dataclasses
+import fractions
 import functools
 import math
 from collections.abc import Callable
@@ -91,7 +92,7 @@ def validation_cost(model: BlackBox, num_examples: int, batch_size: int) -> Spen
   return Spent(calls=calls, images=num_examples)
 
 
-ESTIMATORS = (*estimators.ESTIMATORS, *STRATEGIES)
+QUERY_ESTIMATORS = (*estimators.ESTIMATORS, *STRATEGIES)
 
 
 def estimate_options(query: ml_collections.ConfigDict) -> EstimateOptions:
@@ -104,18 +105,24 @@ def estimate_options(query: ml_collections.ConfigDict) -> EstimateOptions:
 
 
 def _check_estimator(query: ml_collections.ConfigDict) -> None:
-  if query.estimator not in ESTIMATORS:
-    raise ValueError(f"config.query.estimator={query.estimator!r} is not one of {ESTIMATORS}.")
+  if query.estimator not in QUERY_ESTIMATORS:
+    raise ValueError(f"config.query.estimator={query.estimator!r} is not one of "
+                     f"{QUERY_ESTIMATORS}.")
   if query.directions < 1 or not query.scale > 0:
     raise ValueError(f"config.query needs directions >= 1 and scale > 0, got "
                      f"{query.directions} and {query.scale}.")
   if query.prior not in PRIORS:
     raise ValueError(f"config.query.prior={query.prior!r} is not one of {PRIORS}.")
-  if query.estimator in STRATEGIES and (query.prior != "none" or query.focus
-                                        or query.lookahead or query.updates_per_estimate != 1):
+  if query.estimator in STRATEGIES and (
+      query.prior != "none" or query.focus or query.lookahead or query.cosine
+      or query.updates_per_estimate != 1 or not query.share_directions):
     raise ValueError(f"config.query.estimator={query.estimator!r} is an evolution strategy: "
-                     "prior, focus, lookahead and updates_per_estimate apply to spsa and nes "
-                     "only; set them to none, 0, 0 and 1.")
+                     "prior, focus, lookahead, cosine, updates_per_estimate and "
+                     "share_directions apply to spsa and nes only; set them to none, 0, 0, "
+                     "False, 1 and True.")
+  if query.prior != "none" and not query.share_directions:
+    raise ValueError(f"config.query.prior={query.prior!r} needs "
+                     "config.query.share_directions=True (one prior for the batch).")
   if query.prior == "surrogate" and not query.surrogate.classifier_dir \
       and query.surrogate.model.get("kind", "vgg") == "vgg":
     raise ValueError("config.query.prior='surrogate' needs a surrogate model: set "
@@ -157,12 +164,15 @@ def check_query(config: ml_collections.ConfigDict, model: BlackBox, validation_s
 
 
 def batch_cost(config: ml_collections.ConfigDict, model: BlackBox, *,
-               cheapest: bool = False) -> Spent:
-  """``Spent(calls, images)`` of one batch at the most (``cheapest``: at the least:
-  with ``focus``, its screening plus one image probed)."""
+               smallest_batch: int = 0) -> Spent:
+  """``Spent(calls, images)`` of one batch at the most, or (``smallest_batch``: the
+  fewest real images a batch holds) at the least: with ``focus``, its screening
+  plus one image probed."""
   schedule, query = config.dft, config.query
   probes_per_image = estimate_options(query).probes_per_image
-  batch = images_per_batch(schedule.batch_size, probes_per_image, query.images_per_step)
+  batch = images_per_batch(smallest_batch or schedule.batch_size, probes_per_image,
+                           query.images_per_step)
+  cheapest = bool(smallest_batch)
   screened = batch if query.focus else 0  # Scored first under the current noise.
   probes = probes_per_image * (1 if cheapest and query.focus else batch)
   calls = model.calls_for(screened) * bool(screened) + model.calls_for(probes)
@@ -222,7 +232,7 @@ def mcnemar_p_value(kept: np.ndarray, new: np.ndarray) -> float:
   kept, new = np.asarray(kept, bool), np.asarray(new, bool)
   gained, lost = int(np.sum(new & ~kept)), int(np.sum(kept & ~new))
   n = gained + lost
-  return sum(math.comb(n, k) for k in range(gained, n + 1)) / 2.0 ** n
+  return float(fractions.Fraction(sum(math.comb(n, k) for k in range(gained, n + 1)), 2 ** n))
 
 
 def significant_gain(kept: np.ndarray, new: np.ndarray, level: float) -> bool:

@@ -22,8 +22,9 @@ Priors that buy more from the same queries (:class:`EstimateOptions`):
 - direction: ``prior="previous"`` (the last estimate, a time prior) or
   ``"surrogate"`` (``prior_gradient``, e.g. a white-box model's ``d C / d noise``)
   steers the estimate with P-RGF's weight, estimated from the queries;
-- time: ``lookahead=beta`` probes at ``N + beta (N_t - N_{t-1})``, the
-  Nesterov-style look-ahead of SPSA-GC (Oh et al. 2023), and
+- time: ``lookahead=beta`` probes at ``N + beta v`` with ``v`` the last move per
+  update (``N_t - N_{t-1}`` with one update per estimate), the Nesterov-style
+  look-ahead of SPSA-GC (Oh et al. 2023), and
   ``updates_per_estimate=k`` moves the noise ``k`` times per estimate (the exact
   appearance gradient recomputed each time), a step costing ``1/k`` as much.
 
@@ -187,11 +188,6 @@ def appearance_gradient(noise: PyTree, images: jax.Array, *, lam: float,
   return jax.tree.map(lambda g: lam * g, grad), value
 
 
-def _cosine(a: PyTree, b: PyTree) -> jax.Array:
-  dot = sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  return dot / jnp.maximum(optax.tree.norm(a) * optax.tree.norm(b), 1e-30)
-
-
 def check_images_per_step(images_per_step: int, probes_per_image: int) -> None:
   """``images_per_step`` is 0 (no cap) or pays for one image under its probes.
 
@@ -228,7 +224,8 @@ def make_update(optimizer: optax.GradientTransformation, *, lam: float, transfor
                 updates: int) -> Callable:
   """``update(state, images, class_grad) -> (state, appearance, norms)``: ``updates``
   optax moves of the noise along ``class_grad + lam grad A`` (``A``'s gradient exact
-  at each), and the state's ``velocity`` (the last move) and ``estimate``."""
+  at each), and the state's ``velocity`` (the mean move per update since the last
+  estimate, ``(N_t - N_{t-1}) / updates``) and ``estimate``."""
   def update(state, images, class_grad):
     start = state["noise"]
     for _ in range(updates):
@@ -334,8 +331,8 @@ def make_query_step(model: BlackBox, optimizer: optax.GradientTransformation, *,
       updated, metrics = finish(noise_state, images, labels, reply.probabilities, directions,
                                 np.float32(share))
       if true_gradient is not None:
-        metrics["cosine"] = _cosine(updated["estimate"],
-                                    true_gradient(center, images, labels))
+        metrics["cosine"] = estimators.cosine(updated["estimate"],
+                                              true_gradient(center, images, labels))
     except BaseException as error:  # Ctrl-C included: what was sent stays counted.
       raise with_ledger(error, state["queries"], spent + spent_of(error))
     queries = add_spent(state["queries"], spent)

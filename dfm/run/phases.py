@@ -187,9 +187,19 @@ def _record_failure(run_dir: Path, error: BaseException, last_seen: dict) -> Non
   (run_dir / FAILED_LEDGER).write_text(json.dumps({"after_batch": latest, "queries": spent}) + "\n")
 
 
+def _drop_chosen_after(run_dir: Path, state: QueryState) -> None:
+  """Removes the noises kept after the ledger of ``state`` (another attempt's, past the
+  checkpoint it resumes from)."""
+  for path in (run_dir / CHOSEN_DIR).glob("*.npy"):
+    if int(path.stem) > int(state["queries"]["images"]):
+      path.unlink()
+
+
 def _count_failed(run_dir: Path) -> Callable[[QueryState, int], QueryState]:
-  """``on_resume``: a restored ledger takes what a failed run spent after its checkpoint."""
+  """``on_resume``: a restored ledger takes what a failed run spent after its
+  checkpoint (whose kept noises past the checkpoint are dropped)."""
   def on_resume(state: QueryState, done: int) -> QueryState:
+    _drop_chosen_after(run_dir, state)
     path = run_dir / FAILED_LEDGER
     record = json.loads(path.read_text()) if path.exists() else None
     if record is None or record["after_batch"] != done:
@@ -254,8 +264,12 @@ def _query_schedule(config: ml_collections.ConfigDict, model: BlackBox, sources:
   """
   schedule = config.dft
   if not has_budget(config):
-    return *_noise_schedule(schedule, sources["train"], config.seed), None
-  total = batches_budget_pays(config, model, len(sources["validation"]))
+    batches, total = train_batches(schedule, sources["train"], config.seed)
+    updates = total * schedule.updates_per_batch * config.query.updates_per_estimate
+    return batches, total, make_optimizer(schedule.optimizer, schedule.lr,
+                                          schedule=schedule.lr_schedule,
+                                          total_steps=updates), None
+  total = batches_budget_pays(config, model, len(sources["validation"]), len(sources["train"]))
   per_epoch = data.num_batches(len(sources["train"]), schedule.batch_size)
   batches = data.make_train_loader(sources["train"], batch_size=schedule.batch_size,
                                    seed=config.seed, num_epochs=-(-total // per_epoch))

@@ -75,9 +75,9 @@ def query_dft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   """
   check_schedule(config, "dft")
   model = black_box.from_config(config)
-  true_gradient, prior_gradient = _true_gradient(config), _surrogate_gradient(config)
   sources = data.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
   check_query(config, model, len(sources["validation"]))
+  true_gradient, prior_gradient = _true_gradient(config), _surrogate_gradient(config)
   noise_shape(config)
   workdir = claim_workdir(workdir, config)
   state, records = fit_noise_by_queries(config, model, sources, workdir,
