@@ -167,9 +167,12 @@ def orthogonal_to(directions: PyTree, prior_unit: PyTree) -> PyTree:
   return jax.tree.map(lambda d, v: d - jnp.tensordot(along, v, axes=0), directions, prior_unit)
 
 
-def with_prior(directions: PyTree, prior_unit: PyTree) -> PyTree:
-  """``[d_perp_1 .. d_perp_q, v]``: the directions a prior-guided estimate probes."""
-  return jax.tree.map(lambda d, v: jnp.concatenate([d, v[None]]),
+def with_prior(directions: PyTree, prior_unit: PyTree, dimensions: int) -> PyTree:
+  """``[d_perp_1 .. d_perp_q, sqrt(D) v]``: the directions a prior-guided estimate
+  probes. The prior gets the length ``sqrt(D)`` the random directions have on
+  average, so its probes step as far as theirs: slopes measured over the same
+  distance compare (the class term saturates over long steps)."""
+  return jax.tree.map(lambda d, v: jnp.concatenate([d, np.sqrt(dimensions) * v[None]]),
                       orthogonal_to(directions, prior_unit), prior_unit)
 
 
@@ -197,7 +200,7 @@ def prior_weight(alpha_sq: jax.Array, dimensions: int, num_directions: int) -> j
 def prior_guided_estimate(values: jax.Array, directions: PyTree, scale: float,
                           dimensions: int) -> tuple[PyTree, jax.Array, jax.Array]:
   """``(estimate, lambda, alpha^2)`` from the ``2(q + 1)`` values at
-  :func:`probe_noises` of :func:`with_prior`'s directions (the last is the unit prior).
+  :func:`probe_noises` of :func:`with_prior`'s directions (the last along the prior).
 
   ``a`` (the slope along the prior) and the slopes ``s_i`` along the orthogonal
   directions give ``alpha^2 = a^2 / (a^2 + mean s_i^2)`` (``E s_i^2`` is the squared
@@ -206,13 +209,15 @@ def prior_guided_estimate(values: jax.Array, directions: PyTree, scale: float,
   """
   plus, minus = jnp.split(values, 2)
   slopes = (plus - minus) / (2.0 * scale)
-  along, across = slopes[-1], slopes[:-1]
+  length = jnp.sqrt(_dot(jax.tree.map(lambda d: d[-1], directions),
+                         jax.tree.map(lambda d: d[-1], directions)))
+  along, across = slopes[-1] / length, slopes[:-1]  # along: the slope per unit of v.
   alpha_sq = along ** 2 / jnp.maximum(along ** 2 + jnp.mean(across ** 2), 1e-30)
   weight = prior_weight(alpha_sq, dimensions, across.shape[0])
   kept = 1 - weight * (1 - across.shape[0] / dimensions)
   estimate = jax.tree.map(
-      lambda d: along * d[-1] + kept * jnp.tensordot(across, d[:-1], axes=1) / across.shape[0],
-      directions)
+      lambda d: along * d[-1] / length + kept * jnp.tensordot(across, d[:-1], axes=1)
+      / across.shape[0], directions)
   return estimate, weight, alpha_sq
 
 

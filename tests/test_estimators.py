@@ -105,7 +105,7 @@ def test_a_low_frequency_basis_estimates_a_smooth_gradient_from_fewer_queries():
 def _prior_guided(prior, seed):
   directions = estimators.with_prior(
       estimators.sample_directions(jax.random.key(seed), "nes", jnp.zeros((28, 28, 1)), 10),
-      estimators.unit(prior))
+      estimators.unit(prior), 28 * 28)
   values = _bump_objective(estimators.probe_noises(jnp.zeros((28, 28, 1)), directions, 1e-3))
   return estimators.prior_guided_estimate(values, directions, 1e-3, 28 * 28)
 
@@ -135,3 +135,9 @@ def test_a_good_prior_is_trusted_in_proportion_to_its_measured_cosine():
   assert _cosine(estimate, BUMP) > 0.6
   estimate, _, _ = _prior_guided(jnp.asarray(BUMP), 0)
   assert _cosine(estimate, BUMP) > 0.999
+
+
+def test_the_prior_is_probed_as_far_as_the_random_directions():
+  directions = estimators.with_prior(jnp.zeros((3, 28, 28, 1)),
+                                     estimators.unit(jnp.asarray(BUMP)), 28 * 28)
+  assert float(jnp.linalg.norm(directions[-1])) == pytest.approx(28.0, rel=1e-5)

@@ -147,7 +147,9 @@ def probe_images(images: jax.Array, center: PyTree, key: jax.Array, prior: PyTre
                                             options.num_directions, batch=batch,
                                             frequencies=options.frequencies)
   if prior is not None:
-    directions = estimators.with_prior(directions, estimators.unit(prior))
+    directions = estimators.with_prior(directions, estimators.unit(prior),
+                                       estimators.search_dimensions(center,
+                                                                    options.frequencies))
   noises = estimators.probe_noises(center, directions, options.scale)  # [P, (B,) *leaf]
   if options.share_directions:
     probes = jax.vmap(lambda n: perturb(images, n, transform=transform))(noises)
