@@ -209,8 +209,8 @@ def prior_guided_estimate(values: jax.Array, directions: PyTree, scale: float,
   """
   plus, minus = jnp.split(values, 2)
   slopes = (plus - minus) / (2.0 * scale)
-  length = jnp.sqrt(_dot(jax.tree.map(lambda d: d[-1], directions),
-                         jax.tree.map(lambda d: d[-1], directions)))
+  along_prior = jax.tree.map(lambda d: d[-1], directions)
+  length = jnp.sqrt(_dot(along_prior, along_prior))
   along, across = slopes[-1] / length, slopes[:-1]  # along: the slope per unit of v.
   alpha_sq = along ** 2 / jnp.maximum(along ** 2 + jnp.mean(across ** 2), 1e-30)
   weight = prior_weight(alpha_sq, dimensions, across.shape[0])

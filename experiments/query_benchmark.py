@@ -32,6 +32,7 @@ from dfm.report.figures import plot_gain_curves
 from dfm.report.tables import format_mean_std, markdown_table, write_csv
 from dfm.run.evaluate import evaluate_split, make_eval_step
 from dfm.run.methods import dft, train_classifier
+from dfm.run.phases import CHOSEN_DIR
 from dfm.run.query_dft import query_dft
 from dfm.run.workdir import run_once
 from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
@@ -61,7 +62,7 @@ _VARIANTS = flags.DEFINE_list("variants", list(VARIANTS), f"Of {', '.join(VARIAN
 _FRACTIONS = (0.5, 0.8, 0.9)
 
 
-def _configured(config, seed: int, workdir: Path):
+def _configured(config, seed: int):
   with config.unlocked():
     config.classifier_dir, config.data_dir = _CLASSIFIER_DIR.value, _DATA_DIR.value
     config.seed, config.figures = seed, False
@@ -69,7 +70,7 @@ def _configured(config, seed: int, workdir: Path):
 
 
 def _white_box(seed: int, workdir: Path) -> dict[str, Any]:
-  config = _configured(digits.get_config("mnist5k_to_uci"), seed, workdir)
+  config = _configured(digits.get_config("mnist5k_to_uci"), seed)
   return run_once(dft, config, workdir / "white_box" / f"seed{seed}")
 
 
@@ -77,8 +78,7 @@ def _surrogate(kind: str, workdir: Path) -> dict[str, Any]:
   """``config.query.surrogate``: dfm's tiny VGG (not the black box's VGG6) trained 8
   epochs on mnist5k (seed 1), or ``untrained``: the same at its initial weights
   (one epoch at lr 1e-12, seed 2), a prior that should be of no use."""
-  config = _configured(digits.get_config("mnist5k,runlocal"), 1 if kind == "trained" else 2,
-                       workdir)
+  config = _configured(digits.get_config("mnist5k,runlocal"), 1 if kind == "trained" else 2)
   with config.unlocked():
     config.train.update(**({"epochs": 8} if kind == "trained" else {"epochs": 1, "lr": 1e-12}))
   run_dir = workdir / f"surrogate_{kind}"
@@ -89,7 +89,7 @@ def _surrogate(kind: str, workdir: Path) -> dict[str, Any]:
 def _query_config(variant: str, seed: int, workdir: Path):
   if variant not in VARIANTS:
     raise ValueError(f"Unknown variant {variant!r}; choose from {', '.join(VARIANTS)}.")
-  config = _configured(query.get_config("digits"), seed, workdir)
+  config = _configured(query.get_config("digits"), seed)
   with config.unlocked():
     config.budget.queries = _BUDGET.value
     for key, value in VARIANTS[variant].items():
@@ -104,7 +104,7 @@ def _query_config(variant: str, seed: int, workdir: Path):
 def _test_curve(run_dir: Path, evaluate) -> list[tuple[int, float]]:
   """``(images spent, test accuracy)`` of each noise the run kept, in order."""
   return [(int(path.stem), evaluate(np.load(path)))
-          for path in sorted((run_dir / "chosen").glob("*.npy"))]
+          for path in sorted((run_dir / CHOSEN_DIR).glob("*.npy"))]
 
 
 def _first_reaching(curve: list[tuple[int, float]], target: float) -> int | None:
@@ -127,11 +127,12 @@ def _variant_summary(variant: str, runs: list[tuple[dict, list]], before: float,
                  + f" ({len(hits)}/{len(runs)})")
   cells += [format_mean_std([100 * s for s in shares]), format_mean_std(psnr),
             format_mean_std(ssim, digits=2), format_mean_std(spent, digits=0)]
-  return cells, {"variant": variant, "val_accuracy": val, "reached": reached, "test_gain_share": shares,
-                 "psnr_db": psnr, "ssim": ssim, "images_spent": spent}
+  return cells, {"variant": variant, "val_accuracy": val, "reached": reached,
+                 "test_gain_share": shares, "psnr_db": psnr, "ssim": ssim, "images_spent": spent}
 
 
-HEADER = ["variant", "val accuracy kept (%)", *[f"images to {round(100 * f)}% of the gain" for f in _FRACTIONS],
+HEADER = ["variant", "val accuracy kept (%)",
+          *[f"images to {round(100 * f)}% of the gain" for f in _FRACTIONS],
           "share of the gain at the end (%)", "PSNR (dB)", "SSIM", "images spent"]
 
 
@@ -141,7 +142,7 @@ def benchmark(workdir: Path) -> str:
   whites = [_white_box(seed, workdir) for seed in seeds]
   before = whites[0]["before"]["accuracy"]
   gain = float(np.mean([white["after"]["accuracy"] for white in whites])) - before
-  config = _configured(query.get_config("digits"), seeds[0], workdir)
+  config = _configured(query.get_config("digits"), seeds[0])
   apply_fn, params = models.load_frozen_classifier(config)
   test = data.open_splits("uci_digits", config.data_dir, config.model.input_shape)["test"]
   eval_step = make_eval_step(apply_fn, transform=config.dft.transform)

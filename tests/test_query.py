@@ -144,8 +144,8 @@ def test_a_top_k_reply_holding_the_true_class_gives_the_full_gradient(tiny_model
   step = make_query_step(model, optax.sgd(0.0), lam=0.0,
                          options=EstimateOptions("nes", num_directions=300, scale=0.01),
                          true_gradient=true_gradient)
-  _, metrics = step(init_query_state(jnp.zeros((4, 4, 1)), optax.sgd(0.0), seed=1, validation_size=0),
-                    {"image": images, "label": labels})
+  state = init_query_state(jnp.zeros((4, 4, 1)), optax.sgd(0.0), seed=1, validation_size=0)
+  _, metrics = step(state, {"image": images, "label": labels})
   if floor is not None:
     assert float(metrics["cosine"]) > floor
   else:
@@ -438,8 +438,8 @@ def test_focus_probes_only_the_unsettled_images():
   model = _Brightness()
   images = np.stack([np.full((4, 4, 1), v, np.float32) for v in (0.1, 0.2, 0.3, 0.7, 0.8, 0.9)])
   step = make_query_step(model, optax.adam(0.1), **SMALL_STEP, focus=0.5)
-  _, metrics = step(init_query_state(jnp.zeros((4, 4, 1)), optax.adam(0.1), seed=0, validation_size=0),
-                    {"image": images, "label": np.zeros(6, int)})
+  state = init_query_state(jnp.zeros((4, 4, 1)), optax.adam(0.1), seed=0, validation_size=0)
+  _, metrics = step(state, {"image": images, "label": np.zeros(6, int)})
   assert float(metrics["probed_share"]) == 0.5  # The three images below 0.5 are probed.
   assert {name: int(metrics[f"queries_{name}"]) for name in ("calls", "images", "failures")} == \
       {"calls": 2, "images": 6 + 2 * 2 * 3, "failures": 0}

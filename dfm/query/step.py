@@ -79,8 +79,9 @@ def with_ledger(error: BaseException, ledger: Ledger, spent: Spent) -> BaseExcep
 def init_query_state(noise: PyTree, optimizer: optax.GradientTransformation, *,
                      seed: int, validation_size: int) -> QueryState:
   """:func:`dfm.dft.init_state` from ``noise`` plus the RNG ``key`` data, the last
-  ``estimate`` and noise ``velocity`` (zeros), a zero ledger and ``best``: no noise (``N = 0``), not yet scored (accuracy -1, none of
-  the ``validation_size`` images counted correct).
+  ``estimate`` and noise ``velocity`` (zeros), a zero ledger and ``best``: no noise
+  (``N = 0``), not yet scored (accuracy -1, none of the ``validation_size`` images
+  counted correct).
 
   Example::
 
@@ -138,8 +139,9 @@ def probe_images(images: jax.Array, center: PyTree, key: jax.Array, prior: PyTre
   """``(probes [P * B, H, W, C], directions)``: each image under each probe noise.
 
   Directions are leaves ``[q, *leaf]`` when shared, ``[q, B, *leaf]`` when each
-  image has its own; with a ``prior`` (shared only) the unit prior is appended as
-  direction ``q + 1`` and the others are made orthogonal to it. Probe ``j * B + b``
+  image has its own; with a ``prior`` (shared only) the prior, scaled to the
+  directions' length ``sqrt(D)``, is appended as direction ``q + 1`` and the others
+  are made orthogonal to it (:func:`dfm.estimators.with_prior`). Probe ``j * B + b``
   is image ``b`` under probe noise ``j`` (the plus noises, then the minus ones).
   """
   batch = () if options.share_directions else (images.shape[0],)
@@ -216,10 +218,6 @@ def rows_to_send(batch: Batch, limit: int) -> tuple[np.ndarray, np.ndarray]:
     keep = np.asarray(batch["mask"]) > 0
     images, labels = images[keep], labels[keep]
   return images[:limit], labels[:limit]
-
-
-def _add(a: PyTree, b: PyTree, scale: float = 1.0) -> PyTree:
-  return jax.tree.map(lambda x, y: x + scale * y, a, b)
 
 
 def make_update(optimizer: optax.GradientTransformation, *, lam: float, transform: Transform,
@@ -317,7 +315,7 @@ def make_query_step(model: BlackBox, optimizer: optax.GradientTransformation, *,
     images, labels = rows_to_send(batch, images_per_batch(
         len(batch["label"]), options.probes_per_image, images_per_step))
     key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
-    center = _add(state["noise"], state["velocity"], options.lookahead)
+    center = optax.tree.add_scale(state["noise"], options.lookahead, state["velocity"])
     spent, share, extra = Spent(), 1.0, {}
     if learning_rate_at is not None:
       extra["learning_rate"] = learning_rate_at(state)

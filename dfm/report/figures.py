@@ -18,7 +18,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 import numpy as np  # noqa: E402
 
-from dfm.report import metrics  # noqa: E402
 from dfm.report.scores import Scores  # noqa: E402
 from dfm.transform import resize_noise  # noqa: E402
 from dfm.types import PyTree  # noqa: E402

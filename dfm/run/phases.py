@@ -263,12 +263,10 @@ def _query_schedule(config: ml_collections.ConfigDict, model: BlackBox, sources:
   the step-count schedule apply.
   """
   schedule = config.dft
-  if not has_budget(config):
+  if not has_budget(config):  # Each step makes updates_per_estimate updates.
     batches, total = train_batches(schedule, sources["train"], config.seed)
-    updates = total * schedule.updates_per_batch * config.query.updates_per_estimate
-    return batches, total, make_optimizer(schedule.optimizer, schedule.lr,
-                                          schedule=schedule.lr_schedule,
-                                          total_steps=updates), None
+    optimizer_of = _optimizer_of(schedule, total * config.query.updates_per_estimate)
+    return batches, total, optimizer_of(schedule.lr), None
   total = batches_budget_pays(config, model, len(sources["validation"]), len(sources["train"]))
   per_epoch = data.num_batches(len(sources["train"]), schedule.batch_size)
   batches = data.make_train_loader(sources["train"], batch_size=schedule.batch_size,
