@@ -65,6 +65,20 @@ def classifier_training(dataset: str) -> ml_collections.ConfigDict:
   })
 
 
+# Of every fine-tuning section (dft, mft, probe): k labelled examples per class of the
+# target's train and validation splits (0: the whole split), the same images for every
+# method of a seed (dfm.data.subsets; experiments.label_curve varies them).
+FEW_LABELS = {"examples_per_class": 0, "val_examples_per_class": 0}
+
+
+def linear_probe(dataset: str, batch_size: int) -> ml_collections.ConfigDict:
+  """``config.probe``: a new linear output layer on the frozen classifier's penultimate
+  features (the standard transfer baseline), from zeros, Adam at lr 0.01 for 20 epochs."""
+  return ml_collections.ConfigDict({
+      "dataset": dataset, "optimizer": "adam", "lr": 0.01, "epochs": 20,
+      "batch_size": batch_size, **FEW_LABELS})
+
+
 def dft_schedule(dataset: str) -> ml_collections.ConfigDict:
   """``config.dft``: the paper's schedule (batch 800, 16 updates a batch, 5 epochs, Adam
   lr 1e-3, lam 1), the exact tanh transform and the true-class hinge. Tuples in
@@ -77,6 +91,7 @@ def dft_schedule(dataset: str) -> ml_collections.ConfigDict:
       "transform": "tanh", "class_term": "hinge",
       "noise_shape": (),  # () = the image's shape; or a coarser (h, w, C).
       "parallel": "auto",  # auto | single | sharded | pmap
+      **FEW_LABELS,
   })
 
 

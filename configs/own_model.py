@@ -66,7 +66,7 @@ def model_finetuning(dft: ml_collections.ConfigDict
   ``config.dft_mft``: 5 rounds of 1 DFT epoch then 4 MFT epochs."""
   mft = ml_collections.ConfigDict({
       "dataset": dft.dataset, "optimizer": "adam", "lr": 1e-4, "epochs": 20,
-      "batch_size": min(dft.batch_size, 128), "layers": "all"})
+      "batch_size": min(dft.batch_size, 128), "layers": "all", **common.FEW_LABELS})
   dft_mft = ml_collections.ConfigDict({"rounds": 5, "dft_epochs": 1, "mft_epochs": 4})
   return mft, dft_mft
 
@@ -99,9 +99,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.dft = common.dft_schedule(arg.dataset or "lfw_subset/25px_fold0")
     config.dft.update(lam=0.01, lr=0.1, lr_schedule="cosine")
   config.mft, config.dft_mft = model_finetuning(config.dft)
+  config.probe = common.linear_probe(config.dft.dataset, config.mft.batch_size)
   if arg.runlocal:
     config.dft.update(batch_size=8, updates_per_batch=2, epochs=1)
     config.mft.update(batch_size=8, epochs=1)
+    config.probe.update(batch_size=8, epochs=1)
     config.dft_mft.update(rounds=2, mft_epochs=1)
     config.checkpoint_every = config.log_every = 2
   config.lock()

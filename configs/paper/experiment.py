@@ -59,7 +59,8 @@ def _model_finetuning(target: str, dataset: str, batch_size: int) -> ml_collecti
   (the digits: the lr chosen on validation, ``DIGITS_MFT_LR``)."""
   return ml_collections.ConfigDict({
       "dataset": dataset, "optimizer": "adam", "lr": DIGITS_MFT_LR.get(target, 0.005),
-      "epochs": 20, "batch_size": batch_size, "layers": "all"})
+      "epochs": 20, "batch_size": batch_size, "layers": "all",
+      **common.FEW_LABELS})
 
 
 def _shrink(config: ml_collections.ConfigDict) -> None:
@@ -67,6 +68,7 @@ def _shrink(config: ml_collections.ConfigDict) -> None:
   config.train.update(epochs=1, batch_size=8 if config.train.batch_size < 128 else 128)
   config.dft.update(batch_size=min(config.dft.batch_size, 256), updates_per_batch=2, epochs=1)
   config.mft.update(epochs=1)
+  config.probe.update(epochs=1)
   config.dft_mft.update(rounds=2, dft_epochs=1, mft_epochs=1)
   config.classifier_dir += "_runlocal"
   config.checkpoint_every = config.log_every = 2
@@ -93,6 +95,7 @@ def build(source: str, target: str, attribute: str, options: str) -> ml_collecti
   config.dft = (digits.data_finetuning(target_name) if is_digits
                 else faces.data_finetuning(target, target_name))
   config.mft = _model_finetuning(target, target_name, config.train.batch_size)
+  config.probe = common.linear_probe(target_name, config.train.batch_size)
   epochs_per_round = {"dft_epochs": config.dft.epochs // DFT_MFT_ROUNDS,
                       "mft_epochs": config.mft.epochs // DFT_MFT_ROUNDS}
   config.dft_mft = ml_collections.ConfigDict({"rounds": DFT_MFT_ROUNDS, **epochs_per_round})

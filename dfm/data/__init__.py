@@ -34,5 +34,8 @@ from dfm.data.splits import SPLIT_SEED
 from dfm.data.splits import fold_splits
 from dfm.data.splits import stratified_folds
 from dfm.data.splits import stratified_split
+from dfm.data.subsets import few_labels
+from dfm.data.subsets import schedule_labels
+from dfm.data.subsets import subset_indices
 from dfm.data.summary import prepare_and_summarize
 from dfm.data.summary import summarize

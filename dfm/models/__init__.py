@@ -7,6 +7,8 @@ from dfm.models.build import param_shapes
 from dfm.models.foreign import FROZEN_KINDS
 from dfm.models.foreign import load_frozen_classifier
 from dfm.models.frozen import load_frozen_params
+from dfm.models.training import output_layer
+from dfm.models.training import reset_output_layer
 from dfm.models.vgg import VGG
 from dfm.models.vgg import max_pool_2x2
 from dfm.types import ApplyFn

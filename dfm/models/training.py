@@ -5,6 +5,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dfm import losses
@@ -13,8 +14,9 @@ from dfm.types import ApplyFn, Batch, Metrics
 
 TrainState = dict[str, Any]
 TrainStep = Callable[..., tuple[TrainState, Metrics]]
-# Which weights MFT updates: every layer, or the dense NNET head on top of the convs.
-MFT_LAYERS = ("all", "head")
+# Which weights MFT updates: every layer, the dense NNET head on top of the convs, or
+# only the output layer (the linear probe's, :func:`output_layer`).
+MFT_LAYERS = ("all", "head", "output")
 HEAD_PREFIX = "Dense"
 # A foreign model's params (dfm.models.foreign): the weights MFT moves, and the state it
 # never moves (batch norm statistics, Keras non-trainable variables).
@@ -42,14 +44,55 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> Tr
           "step": jnp.zeros((), jnp.int32)}
 
 
+def output_layer(params: Any, num_classes: int) -> list[str]:
+  """The key paths (``jax.tree_util.keystr``) of the output layer in the trainable
+  params: the one weight matrix with ``num_classes`` on an axis, and the vector of
+  ``num_classes`` biases beside it (in the same container), if there is one. So for
+  any model kind, the layer that maps the penultimate features to the class scores:
+  dfm's VGG ``Dense_2``, an ONNX graph's last Gemm, a Keras model's last Dense.
+
+  Raises:
+    ValueError: no such matrix, or several (named): the output layer is ambiguous.
+
+  >>> output_layer({"Dense_0": {"kernel": np.zeros((8, 4)), "bias": np.zeros(4)},
+  ...               "Dense_1": {"kernel": np.zeros((4, 3)), "bias": np.zeros(3)}}, 3)
+  ["['Dense_1']['bias']", "['Dense_1']['kernel']"]
+  """
+  leaves = jax.tree_util.tree_flatten_with_path(trainable_part(params))[0]
+  matrices = [path for path, leaf in leaves
+              if np.ndim(leaf) == 2 and num_classes in np.shape(leaf)]
+  if len(matrices) != 1:
+    found = [jax.tree_util.keystr(path) for path in matrices]
+    raise ValueError(
+        f"The output layer is the one weight matrix with {num_classes} (num_classes) on an "
+        f"axis; the model has {len(found)}: {found[:6]}. The linear probe and "
+        "mft.layers='output' need it unambiguous: use mft.layers='all' or 'head'.")
+  parent = matrices[0][:-1]
+  biases = [path for path, leaf in leaves
+            if path[:-1] == parent and np.shape(leaf) == (num_classes,)]
+  bias = biases if len(biases) == 1 else []  # Several: none of them is surely its own.
+  return sorted(jax.tree_util.keystr(path) for path in matrices + bias)
+
+
+def reset_output_layer(params: Any, num_classes: int) -> Any:
+  """``params`` with the output layer (:func:`output_layer`) at zeros: a new linear
+  head on the frozen features, where a linear probe starts (its loss is convex)."""
+  chosen = set(output_layer(params, num_classes))
+  part = jax.tree_util.tree_map_with_path(
+      lambda path, leaf: jnp.zeros_like(leaf) if jax.tree_util.keystr(path) in chosen else leaf,
+      trainable_part(params))
+  return with_trainable(params, part)
+
+
 def restrict_to_layers(
-    optimizer: optax.GradientTransformation, params: Any, layers: str
+    optimizer: optax.GradientTransformation, params: Any, layers: str, *, num_classes: int = 0
 ) -> optax.GradientTransformation:
   """``optimizer`` on the chosen ``layers`` (:data:`MFT_LAYERS`); the others never move.
 
   ``head`` updates the top-level modules named ``Dense_*`` (the NNET) and zeroes
-  the updates of the convolutions. Of a foreign model's params
-  (:data:`FOREIGN_PARAMS`) the optimizer only ever sees ``trainable`` (``all``).
+  the updates of the convolutions; ``output`` only the output layer of
+  ``num_classes`` scores (:func:`output_layer`, any model kind). Of a foreign
+  model's params (:data:`FOREIGN_PARAMS`) the optimizer only ever sees ``trainable``.
 
   Example::
 
@@ -57,6 +100,12 @@ def restrict_to_layers(
   """
   if layers not in MFT_LAYERS:
     raise ValueError(f"Unknown layers {layers!r} to fine-tune; choose one of {MFT_LAYERS}.")
+  if layers == "output":
+    chosen = set(output_layer(params, num_classes))
+    labels = jax.tree_util.tree_map_with_path(
+        lambda path, _: "train" if jax.tree_util.keystr(path) in chosen else "frozen",
+        trainable_part(params))
+    return optax.multi_transform({"train": optimizer, "frozen": optax.set_to_zero()}, labels)
   if _is_foreign(params) and layers == "head":
     raise ValueError("mft.layers='head' picks the Dense_* layers of dfm's VGG; a model "
                      "of your own fine-tunes all its trainable weights: "

@@ -264,3 +264,31 @@ def plot_gain_curves(curves: dict[str, list[list[tuple[int, float]]]], *, before
 def _last_before(run: list[tuple[int, float]], images: int) -> float:
   """The accuracy of the noise kept once ``images`` were spent (a step curve)."""
   return [accuracy for spent, accuracy in run if spent <= images][-1]
+
+
+def plot_label_curve(curve: dict[str, dict[str, list[float]]], *, before: float,
+                     all_labels: float, path: Path, title: str) -> None:
+  """Test accuracy against labelled images per class (log x): per method the mean over
+  seeds and their range; ``curve[method][k]`` the seeds' accuracies, ``k`` a number
+  or ``"all"`` (drawn at ``all_labels``, the whole train split's mean per class);
+  the frozen classifier as a horizontal line."""
+  figure, axis = plt.subplots(figsize=(7, 4.5))
+  ticks: dict[float, str] = {}
+  for name, points in curve.items():
+    xs = [all_labels if k == "all" else float(k) for k in points]
+    ticks.update({x: k for x, k in zip(xs, points)})
+    accuracies = [100 * np.array(points[k]) for k in points]
+    line, = axis.plot(xs, [a.mean() for a in accuracies], marker="o", label=name)
+    axis.fill_between(xs, [a.min() for a in accuracies], [a.max() for a in accuracies],
+                      color=line.get_color(), alpha=0.15)
+  axis.axhline(100 * before, color="black", linestyle=":", label="before (frozen)")
+  axis.set_xscale("log")
+  axis.set_xticks(list(ticks), list(ticks.values()))
+  axis.minorticks_off()
+  axis.set_xlabel("labelled target images per class")
+  axis.set_ylabel("test accuracy (%)")
+  axis.set_title(title, fontsize=9)
+  axis.legend(fontsize=7)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  plt.close(figure)

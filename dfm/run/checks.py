@@ -56,7 +56,7 @@ def _check_settings(config: ml_collections.ConfigDict, section: str) -> None:
 
 
 def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
-  """Checks ``config.<section>`` (``train``, ``mft``, ``dft`` or ``dft_mft``) before
+  """Checks ``config.<section>`` (``train``, ``mft``, ``dft``, ``dft_mft``, ``probe``) before
   anything is written.
 
   Sizes and counts must be positive, choices known, and the checkpoint and log
@@ -75,7 +75,14 @@ def check_schedule(config: ml_collections.ConfigDict, section: str) -> None:
     _check_settings(config, section)
     return
   _check_finite(config, "config")
+  if section not in config:
+    raise ValueError(f"The config has no {section!r} section, which this method runs: add "
+                     f"config.{section} (configs/common.py has the defaults).")
   schedule = config[section]
+  for field in ("examples_per_class", "val_examples_per_class"):
+    if schedule.get(field, 0) < 0:
+      raise ValueError(f"config.{section}.{field}={schedule[field]} must be >= 0: k labelled "
+                       "examples per class, or 0 for the whole split.")
   if config.get("eval_batch_size", 1) < 1:
     raise ValueError(f"config.eval_batch_size must be a positive integer, got "
                      f"{config.eval_batch_size}.")

@@ -4,7 +4,8 @@
 - :func:`dft`: data fine-tuning, one noise learned with the classifier frozen (or K
   noises of K settings at once, :func:`dft_settings`);
 - :func:`mft`: model fine-tuning, the paper's baseline where weights may change;
-- :func:`dft_mft`: the paper's alternation of DFT and MFT rounds.
+- :func:`dft_mft`: the paper's alternation of DFT and MFT rounds;
+- :func:`probe`: the linear probe, a new output layer on the frozen features.
 
 Each checks everything (config, classifier, data) before claiming the workdir,
 resumes from its checkpoints when started again, and writes ``metrics.json``.
@@ -29,6 +30,15 @@ from dfm.types import ApplyFn
 
 # DFT+MFT round r shuffles with seed ``config.seed + ROUND_SEED_STRIDE * r``.
 ROUND_SEED_STRIDE = 1000
+
+
+def method_splits(config: ml_collections.ConfigDict, section: str) -> dict[str, Any]:
+  """The splits of ``config.<section>.dataset``, train and validation cut to the
+  section's ``examples_per_class`` / ``val_examples_per_class`` (0: whole; seeded by
+  ``config.seed``, the same images for every method of a seed: :mod:`dfm.data.subsets`)."""
+  schedule = config[section]
+  sources = data.open_splits(schedule.dataset, config.data_dir, config.model.input_shape)
+  return data.schedule_labels(schedule, sources, config.seed)
 
 
 def train_classifier(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -59,7 +69,7 @@ def dft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """
   check_schedule(config, "dft")
   apply_fn, params = models.load_frozen_classifier(config)
-  sources = data.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
+  sources = method_splits(config, "dft")
   noise_shape(config)
   if has_settings(config):
     return dft_settings(config, workdir, apply_fn, params, sources)
@@ -106,13 +116,29 @@ def mft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Fine-tunes the weights, evaluates before/after, writes the outputs; returns metrics."""
   check_schedule(config, "mft")
   apply_fn, params = models.load_frozen_classifier(config)
-  sources = data.open_splits(config.mft.dataset, config.data_dir, config.model.input_shape)
+  sources = method_splits(config, "mft")
   workdir = claim_workdir(workdir, config)
   tuned = fit_weights(config, config.mft, apply_fn, params, sources, workdir)
   return write_results(workdir, config, method="mft", dataset=config.mft.dataset,
                        eval_step=make_eval_step(apply_fn, transform=config.dft.transform),
                        transform=config.dft.transform, before=(params, None),
                        after=(tuned, None), sources=sources)
+
+
+def probe(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """The linear probe: a new output layer (:func:`dfm.models.reset_output_layer`, from
+  zeros) trained alone on the frozen classifier's penultimate features,
+  ``softmax(W f(x) + b)``; evaluates before/after, writes the outputs; returns metrics."""
+  check_schedule(config, "probe")
+  apply_fn, params = models.load_frozen_classifier(config)
+  sources = method_splits(config, "probe")
+  workdir = claim_workdir(workdir, config)
+  schedule = ml_collections.ConfigDict({**config.probe.to_dict(), "layers": "output"})
+  initial = models.reset_output_layer(params, config.model.num_classes)
+  tuned = fit_weights(config, schedule, apply_fn, initial, sources, workdir)
+  return write_results(workdir, config, method="probe", dataset=config.probe.dataset,
+                       eval_step=make_eval_step(apply_fn), transform=config.dft.transform,
+                       before=(params, None), after=(tuned, None), sources=sources)
 
 
 def _with_epochs(schedule: ml_collections.ConfigDict, epochs: int) -> ml_collections.ConfigDict:
@@ -126,7 +152,7 @@ def dft_mft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   from both, with a fresh optimizer and its own shuffle order. Returns metrics."""
   check_schedule(config, "dft_mft")
   apply_fn, frozen = models.load_frozen_classifier(config)
-  sources = data.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
+  sources = method_splits(config, "dft")  # The DFT's labels serve both phases.
   noise_shape(config)
   workdir = claim_workdir(workdir, config)
   dft_phase = _with_epochs(config.dft, config.dft_mft.dft_epochs)
@@ -147,4 +173,5 @@ def dft_mft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                        after=(params, noise), sources=sources)
 
 
-METHODS = {"train_classifier": train_classifier, "dft": dft, "mft": mft, "dft_mft": dft_mft}
+METHODS = {"train_classifier": train_classifier, "dft": dft, "mft": mft, "dft_mft": dft_mft,
+           "probe": probe}

@@ -346,13 +346,14 @@ def fit_weights(config: ml_collections.ConfigDict, schedule: ml_collections.Conf
   """Trains the weights from ``params`` on ``sources["train"]`` (pre-training or MFT).
 
   ``schedule`` is a ``config.train``/``config.mft``-like section; its optional
-  ``layers`` (``all``/``head``) picks what moves. With a ``noise`` the weights fit
+  ``layers`` (``all``/``head``/``output``) picks what moves. With a ``noise`` the weights fit
   the perturbed images (DFT+MFT). ``data_seed`` (default ``config.seed``) sets the
   shuffle order. ``params`` are copied, never consumed.
   Returns the final weights.
   """
   optimizer = restrict_to_layers(make_optimizer(schedule.optimizer, schedule.lr), params,
-                                 schedule.get("layers", "all"))
+                                 schedule.get("layers", "all"),
+                                 num_classes=config.model.num_classes)
   state = parallel.place(init_train_state(jax.tree.map(jnp.copy, params), optimizer), "single")
   noise = None if noise is None else parallel.place(noise, "single")
   compiled = jax.jit(make_train_step(apply_fn, optimizer, transform=transform),

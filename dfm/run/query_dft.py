@@ -18,13 +18,14 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from dfm import black_box, data, models
+from dfm import black_box, models
 from dfm.black_box.base import add_spent, ledger_ints
 from dfm.query.budget import budget_share
 from dfm.query import SpentTally, TrueGradient, check_query, make_black_box_eval_step
 from dfm.query import make_true_gradient
 from dfm.report.document import append_queries
 from dfm.run.checks import check_schedule
+from dfm.run.methods import method_splits
 from dfm.run.phases import fit_noise_by_queries, noise_shape
 from dfm.run.results import draws_figures, write_query_curve, write_results
 from dfm.run.workdir import claim_workdir
@@ -75,7 +76,7 @@ def query_dft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   """
   check_schedule(config, "dft")
   model = black_box.from_config(config)
-  sources = data.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
+  sources = method_splits(config, "dft")
   check_query(config, model, len(sources["validation"]))
   true_gradient, prior_gradient = _true_gradient(config), _surrogate_gradient(config)
   noise_shape(config)

@@ -31,7 +31,8 @@ from dfm.transform import perturb
 # SSIM is computed on host image by image, a batch read at a time: the first this many
 # test images.
 SSIM_IMAGES = 1000
-METHOD_TITLES = {"dft": "DFT", "mft": "MFT", "dft_mft": "DFT+MFT", "query_dft": "Query-only DFT"}
+METHOD_TITLES = {"dft": "DFT", "mft": "MFT", "dft_mft": "DFT+MFT", "probe": "Linear probe",
+                 "query_dft": "Query-only DFT"}
 
 
 def _images(source: Any, indices: Iterable[int]) -> np.ndarray:

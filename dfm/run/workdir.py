@@ -13,8 +13,9 @@ RunFn = Callable[[ml_collections.ConfigDict, str], Any]
 
 
 # Values of a field added to dfm's configs since a run was made that leave its meaning
-# alone (e.g. ``dft.lams: ()``): a config.json without the field is the same config.
-_NEUTRAL = ([], (), "", None, {})
+# alone (e.g. ``dft.lams: ()``, ``dft.examples_per_class: 0``): a config.json without
+# the field is the same config.
+_NEUTRAL = ([], (), "", None, {}, 0)
 # Top-level fields that change what a run draws, not what it computes: a run resumes
 # whatever their value.
 _OUTPUT_ONLY = ("figures",)

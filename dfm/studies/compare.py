@@ -79,9 +79,10 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
       fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _train_classifier(config: ml_collections.ConfigDict, seed: int, root: Path,
-                      shared: Path | None) -> Path:
-  """Trains (or finds) the classifier of ``seed``; returns its workdir."""
+def seed_classifier(config: ml_collections.ConfigDict, seed: int, root: Path,
+                    shared: Path | None = None) -> Path:
+  """Trains (or finds) the classifier of ``seed`` on ``config.train``: in
+  ``root/classifier/seed<s>``, or shared (:func:`shared_classifier_dir`); returns its workdir."""
   print(f"== seed {seed}: classifier on {config.train.dataset}", flush=True)
   if shared is None:
     classifier_dir = root / "classifier" / f"seed{seed}"
@@ -127,7 +128,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, seeds: int = 3,
   root = claim_workdir(workdir, config)
   results: dict[str, list[dict]] = {method: [] for method in methods}
   for seed in range(config.seed, config.seed + seeds):
-    classifier_dir = _train_classifier(config, seed, root, shared_classifiers) if trains else None
+    classifier_dir = seed_classifier(config, seed, root, shared_classifiers) if trains else None
     config_s = seeded(config, seed, classifier_dir)
     for method in methods:
       print(f"== seed {seed}: {METHOD_TITLES[method]}", flush=True)
