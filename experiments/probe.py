@@ -2,8 +2,8 @@ r"""The linear probe: a new linear output layer on the frozen classifier's featu
 
 The standard transfer baseline beside DFT and MFT: the layer that maps the
 penultimate features to the class scores is set to zeros and trained alone (Adam,
-``config.probe``), every other weight frozen. Same data and splits as DFT; with
-``--config.probe.examples_per_class=K`` only K labelled images per class.
+``config.probe``), every other weight frozen, on ``config.probe.dataset`` (the experiment's target, as
+DFT's); with ``--config.probe.examples_per_class=K`` only K labelled images per class.
 
   python -m experiments.probe --config=configs/paper/inter.py:mnist5k-uci_digits \
       --workdir=runs/probe --config.classifier_dir=runs/mnist5k

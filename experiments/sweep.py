@@ -37,6 +37,7 @@ from dfm.studies.sweep import EXPERIMENTS, base_overrides, config_sweep, sweep
 from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
 from experiments.launchers import define_launcher_flags, slurm_module
 
+
 def main() -> None:
   """Defines the flags and runs, submits or reports the sweep they describe."""
   config = config_flags.DEFINE_config_file("config", None, "Base config of every point.",

@@ -1,4 +1,5 @@
 """Few labels: the subsets, the linear probe, and the label-efficiency curve."""
+
 import json
 
 import jax
@@ -10,6 +11,7 @@ import pytest
 from configs.paper import inter
 from dfm import data, models
 from dfm.models.training import init_train_state, make_train_step, restrict_to_layers
+from dfm.run.workdir import claim_workdir
 from dfm.studies import label_curve
 from dfm.studies.sweep import run_here
 
@@ -132,7 +134,7 @@ def test_crossover_is_the_largest_k_won_on_every_seed():
   assert verdict == "DFT beats Linear probe on every seed at k = 1 (largest: 1)."
   assert "k=2: DFT beats Linear probe in 1 of 2 seeds." in lines
   _, never = label_curve.crossover(_summary({"1": [0.6, 0.8]}, 0.7))
-  assert never.startswith("DFT and DFT+MFT never beat Linear probe")
+  assert never == "DFT did not beat Linear probe on every seed at any k tried."
 
 
 def _config(data_dir):
@@ -160,9 +162,7 @@ def test_the_curve_runs_every_method_resumes_and_writes_its_report(
   runs = run([1, 2])
   printed = capsys.readouterr().out
   assert printed.count("Finished already") == 2  # k = 1 of both methods, read back.
-  summary = label_curve.summarize(runs, lambda workdir: (
-      json.loads((workdir / "metrics.json").read_text())
-      if (workdir / "metrics.json").is_file() else None))
+  summary = label_curve.summarize(runs)
   assert not summary["missing"]
   assert set(summary["curve"]) == {"dft", "probe"} and list(summary["curve"]["dft"]) == ["1", "2"]
   text = label_curve.write_report(tmp_path, summary, title="toy", all_labels=108)
@@ -172,3 +172,35 @@ def test_the_curve_runs_every_method_resumes_and_writes_its_report(
   with pytest.raises(ValueError, match="smallest class"):
     label_curve.plan(config, tmp_path, shots=[500], seeds=[0], methods=["dft"],
                      lr_grids=grids, classifier_dirs={0: classifier_dir}, full_validation=True)
+
+
+def test_the_curve_checks_its_config_before_anything_trains(data_dir):
+  config = _config(data_dir)
+  with pytest.raises(ValueError, match="unknown"):
+    label_curve.check(config, shots=[1], methods=["dft", "lora"], full_validation=False)
+  with config.unlocked():
+    del config["probe"]
+  with pytest.raises(ValueError, match="no 'probe' section"):
+    label_curve.check(config, shots=[1], methods=["probe"], full_validation=False)
+  with config.unlocked():
+    config.mft.examples_per_class = 4
+  with pytest.raises(ValueError, match="same labelled images"):
+    label_curve.check(config, shots=[1], methods=["dft_mft"], full_validation=False)
+  with config.unlocked():
+    config.model.kind = "onnx"
+  with pytest.raises(ValueError, match="leave it out of --methods"):
+    label_curve.check(config, shots=[1], methods=["mft_head"], full_validation=False)
+
+
+def test_runs_made_before_the_few_label_fields_and_the_probe_still_resume(data_dir, tmp_path):
+  config = _config(data_dir)
+  old = config.to_dict()
+  del old["probe"]
+  for section in ("dft", "mft"):
+    del old[section]["examples_per_class"], old[section]["val_examples_per_class"]
+  (tmp_path / "config.json").write_text(json.dumps(old, default=list))
+  assert claim_workdir(str(tmp_path), config) == tmp_path
+  with config.unlocked():
+    config.dft.examples_per_class = 2
+  with pytest.raises(ValueError, match="differs in: dft.examples_per_class"):
+    claim_workdir(str(tmp_path), config)

@@ -27,6 +27,7 @@ from dfm.data.pipeline import open_split
 from dfm.data.pipeline import SPLITS
 from dfm.data.pipeline import open_splits
 from dfm.data.preparation import BUILDERS
+from dfm.data.reading import split_labels
 from dfm.data.preparation import get_builder
 from dfm.data.preparation import parse_name
 from dfm.data.preparation import prepare

@@ -63,3 +63,12 @@ def make_reader(source: Sequence[dict]) -> Reader:
   """Returns `read(indices) -> (images, labels)` for `source`, batch-decoding when it can."""
   read = _read_raw_bytes if _has_raw_bytes_layout(source) else _read_generic
   return lambda indices: read(source, indices)
+
+
+def split_labels(source: Sequence[dict]) -> np.ndarray:
+  """Every label of ``source``, in order (read in one batch).
+
+  >>> split_labels([{"image": np.zeros((1, 1, 1), np.uint8), "label": 3}] * 2).tolist()
+  [3, 3]
+  """
+  return make_reader(source)(list(range(len(source))))[1]

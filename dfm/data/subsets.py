@@ -23,17 +23,19 @@ from dfm.data.reading import make_reader
 
 # Seeds the order of each class's examples, with the run's seed and the split.
 SUBSET_SEED = 20261201
-_SPLIT_STREAMS = {"train": 0, "validation": 1}
+_SPLIT_STREAMS = {"train": 0, "validation": 1, "test": 2}
 
 
 def subset_indices(labels: np.ndarray, examples_per_class: int, *, seed: int,
-                   split: str = "train") -> np.ndarray:
-  """The sorted indices of ``examples_per_class`` examples of each class in ``labels``.
+                   split: str = "train", num_classes: int = 0) -> np.ndarray:
+  """The sorted indices of ``examples_per_class`` examples of each class in ``labels``
+  (classes ``0..num_classes-1``; 0: those that occur).
 
   Nested in ``examples_per_class`` for a fixed ``seed`` and ``split``.
 
   Raises:
-    ValueError: a class with fewer examples than asked (named, with the largest k possible).
+    ValueError: a class with fewer examples than asked (named, with the largest k
+      possible), or none at all.
 
   >>> labels = np.array([0, 0, 0, 1, 1, 1])
   >>> set(subset_indices(labels, 1, seed=0)) <= set(subset_indices(labels, 2, seed=0))
@@ -45,7 +47,8 @@ def subset_indices(labels: np.ndarray, examples_per_class: int, *, seed: int,
     raise ValueError(f"examples_per_class must be positive (0 means the whole split), got "
                      f"{examples_per_class}.")
   rng = np.random.default_rng((SUBSET_SEED, seed, _SPLIT_STREAMS[split]))
-  counts = {int(label): int(np.sum(labels == label)) for label in np.unique(labels)}
+  classes = range(num_classes) if num_classes else np.unique(labels)
+  counts = {int(label): int(np.sum(labels == label)) for label in classes}
   if min(counts.values()) < examples_per_class:
     short = {label: n for label, n in counts.items() if n < examples_per_class}
     raise ValueError(
@@ -64,8 +67,10 @@ def labelled_subset(source: Sequence[dict], examples_per_class: int, *, seed: in
   if examples_per_class == 0:
     return source
   images, labels = make_reader(source)(list(range(len(source))))
-  chosen = subset_indices(labels, examples_per_class, seed=seed, split=split)
-  return ArraySplit(images[chosen], labels[chosen], class_names=class_names_of(source),
+  class_names = class_names_of(source)
+  chosen = subset_indices(labels, examples_per_class, seed=seed, split=split,
+                          num_classes=len(class_names))
+  return ArraySplit(images[chosen], labels[chosen], class_names=class_names,
                     name=f"{examples_per_class} {split} examples per class")
 
 

@@ -66,7 +66,8 @@ def output_layer(params: Any, num_classes: int) -> list[str]:
     raise ValueError(
         f"The output layer is the one weight matrix with {num_classes} (num_classes) on an "
         f"axis; the model has {len(found)}: {found[:6]}. The linear probe and "
-        "mft.layers='output' need it unambiguous: use mft.layers='all' or 'head'.")
+        "mft.layers='output' need exactly one: leave the probe out (label_curve: "
+        "--methods without probe) and fine-tune with mft.layers='all'.")
   parent = matrices[0][:-1]
   biases = [path for path, leaf in leaves
             if path[:-1] == parent and np.shape(leaf) == (num_classes,)]

@@ -22,6 +22,11 @@ def _check_rounds(config: ml_collections.ConfigDict) -> None:
   if config.dft.dataset != config.mft.dataset:
     raise ValueError(f"config.dft.dataset={config.dft.dataset!r} and config.mft.dataset="
                      f"{config.mft.dataset!r} differ; DFT+MFT fine-tunes both on one dataset.")
+  for field in ("examples_per_class", "val_examples_per_class"):
+    if config.dft.get(field, 0) != config.mft.get(field, 0):
+      raise ValueError(f"config.dft.{field}={config.dft.get(field, 0)} and config.mft.{field}="
+                       f"{config.mft.get(field, 0)} differ; DFT+MFT fits both phases on the "
+                       "same labelled images: set both to one value.")
 
 
 def _check_finite(section: ml_collections.ConfigDict, name: str) -> None:

@@ -13,17 +13,30 @@ RunFn = Callable[[ml_collections.ConfigDict, str], Any]
 
 
 # Values of a field added to dfm's configs since a run was made that leave its meaning
-# alone (e.g. ``dft.lams: ()``, ``dft.examples_per_class: 0``): a config.json without
-# the field is the same config.
-_NEUTRAL = ([], (), "", None, {}, 0)
+# alone (e.g. ``dft.lams: ()``, and the integer 0, e.g. ``dft.examples_per_class: 0``):
+# a config.json without the field is the same config.
+_NEUTRAL = ([], (), "", None, {})
+# Sections added since, which only their own method reads (``probe``: the linear probe's):
+# a config.json without one is the same config.
+_ADDED_SECTIONS = ("probe",)
+
+
+def _is_neutral(value: Any) -> bool:
+  """Whether a field newly added at ``value`` leaves an earlier run's meaning alone."""
+  if isinstance(value, (bool, float)):
+    return False
+  return value == 0 if isinstance(value, int) else value in _NEUTRAL
+
+
 # Top-level fields that change what a run draws, not what it computes: a run resumes
 # whatever their value.
 _OUTPUT_ONLY = ("figures",)
 
 
 def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-  """The dotted keys whose values differ (a key only in ``new``, at a neutral value, does
-  not; nor do the top-level :data:`_OUTPUT_ONLY` fields)."""
+  """The dotted keys whose values differ (a key only in ``new``, at a neutral value or
+  one of the :data:`_ADDED_SECTIONS`, does not; nor do the top-level
+  :data:`_OUTPUT_ONLY` fields)."""
   differing, keys = [], set(old) | set(new)
   if not prefix:
     keys -= set(_OUTPUT_ONLY)
@@ -31,7 +44,8 @@ def _differing_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
     a, b = old.get(key), new.get(key)
     if isinstance(a, dict) and isinstance(b, dict):
       differing += _differing_keys(a, b, f"{prefix}{key}.")
-    elif a != b and not (key not in old and b in _NEUTRAL):
+    elif a != b and not (key not in old and (_is_neutral(b) or
+                                             (not prefix and key in _ADDED_SECTIONS))):
       differing.append(f"{prefix}{key}")
   return differing
 

@@ -53,9 +53,10 @@ def seeded(config: ml_collections.ConfigDict, seed: int,
 
 def classifier_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``config`` without what only the methods read (``dft``, ``mft``, ``dft_mft``,
-  ``classifier_dir``): all that trains the classifier, and the config its workdir keeps."""
+  ``probe``, ``classifier_dir``): all that trains the classifier, and the config its
+  workdir keeps."""
   kept = {k: v for k, v in config.to_dict().items()
-          if k not in ("dft", "mft", "dft_mft", "classifier_dir")}
+          if k not in ("dft", "mft", "dft_mft", "probe", "classifier_dir")}
   return ml_collections.ConfigDict(kept)
 
 

@@ -15,9 +15,11 @@ baselines seed by seed.
 
 Example::
 
-  runs = plan(config, Path("runs/curve"), shots=[1, 2, 4, 0], seeds=[0, 1, 2],
-              classifier_dirs={0: ..., 1: ..., 2: ...})
+  summary = run(config, Path("runs/curve"), shots=[1, 2, 4, 0], seeds=3,
+                methods=list(METHODS), lr_grids=LR_GRIDS, full_validation=False)
+  summary["verdict"]
 """
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,13 +28,13 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from dfm import data
-from dfm.data.reading import make_reader
+from dfm import data, models
 from dfm.report.figures import plot_label_curve
 from dfm.report.tables import format_mean_std, markdown_table, write_csv
 from dfm.run.checks import check_schedule
-from dfm.run.workdir import write_json
-from dfm.studies.sweep import Run, configured
+from dfm.run.workdir import claim_workdir, write_json
+from dfm.studies.compare import seed_classifier
+from dfm.studies.sweep import Launcher, Run, configured, run_here
 
 # name -> (the method that runs, fixed config fields)
 METHODS = {
@@ -85,17 +87,17 @@ def class_counts(config: ml_collections.ConfigDict) -> dict[str, int]:
   and its smallest class's examples in train and validation (the largest k a subset
   can take)."""
   sources = data.open_splits(config.dft.dataset, config.data_dir, config.model.input_shape)
-  labels = {split: make_reader(sources[split])(list(range(len(sources[split]))))[1]
-            for split in ("train", "validation")}
-  return {"train": len(labels["train"]),
-          "smallest": int(np.unique(labels["train"], return_counts=True)[1].min()),
-          "smallest_validation": int(np.unique(labels["validation"], return_counts=True)[1].min())}
+  smallest = {split: int(np.bincount(data.split_labels(sources[split]),
+                                     minlength=config.model.num_classes).min())
+              for split in ("train", "validation")}
+  return {"train": len(sources["train"]), "smallest": smallest["train"],
+          "smallest_validation": smallest["validation"]}
 
 
 def schedule_for(batch_size: int, epochs: int, full: int, subset: int) -> tuple[int, int]:
   """``(batch size, epochs)`` on ``subset`` examples making at least the updates the
-  schedule makes on ``full``: a batch no larger than the subset, rounded up to a
-  multiple of :data:`BATCH_MULTIPLE` (the padding rows are masked).
+  schedule makes on ``full``: the batch at most the subset rounded up to a multiple
+  of :data:`BATCH_MULTIPLE` (the padding rows are masked), never above ``batch_size``.
 
   >>> schedule_for(800, 5, 1078, 20)  # 2 batches x 5 epochs on all: 10 batches of 24
   (24, 10)
@@ -108,17 +110,19 @@ def schedule_for(batch_size: int, epochs: int, full: int, subset: int) -> tuple[
 def labels_point(config: ml_collections.ConfigDict, k: int, val_k: int,
                  counts: dict[str, int]) -> dict[str, Any]:
   """The config fields of ``k`` train and ``val_k`` validation labels per class (0: whole)
-  in every labelled section, with the batch sizes and epochs of :func:`schedule_for`."""
+  in every labelled section the config has, with the batch sizes and epochs of
+  :func:`schedule_for` (and DFT+MFT's phases' epochs scaled as DFT's and MFT's)."""
   point: dict[str, Any] = {}
   num_classes = config.model.num_classes
-  for section in LABELLED_SECTIONS:
+  sections = [section for section in LABELLED_SECTIONS if section in config]
+  for section in sections:
     point[f"{section}.examples_per_class"] = k
     point[f"{section}.val_examples_per_class"] = val_k
     if k:
       batch, epochs = schedule_for(config[section].batch_size, config[section].epochs,
                                    counts["train"], k * num_classes)
       point.update({f"{section}.batch_size": batch, f"{section}.epochs": epochs})
-  if k:
+  if k and {"dft", "mft", "dft_mft"} <= set(config):
     for section in ("dft", "mft"):
       ratio = point[f"{section}.epochs"] / config[section].epochs
       field = f"dft_mft.{section}_epochs"
@@ -126,23 +130,47 @@ def labels_point(config: ml_collections.ConfigDict, k: int, val_k: int,
   return point
 
 
-def plan(config: ml_collections.ConfigDict, root: Path, *, shots: list[int], seeds: list[int],
-         methods: Sequence[str], lr_grids: dict[str, tuple[str, tuple[float, ...]]],
-         classifier_dirs: dict[int, str | None], full_validation: bool) -> dict[str, list[Run]]:
-  """Every run of the curve, by method, each config checked before any runs.
+def check(config: ml_collections.ConfigDict, *, shots: list[int], methods: Sequence[str],
+          full_validation: bool) -> dict[str, int]:
+  """Checks the curve before anything is trained or written; returns :func:`class_counts`.
 
-  ``classifier_dirs``: seed -> its classifier (None: the model of the config, frozen
-  as it is). Validation is cut to ``k`` per class too unless ``full_validation``.
+  Raises:
+    ValueError: an unknown method, a section a method needs missing from the config,
+      MFT of the head of a model of your own, more labels per class than a class has.
   """
+  unknown = sorted(set(methods) - set(METHODS))
+  if unknown or not methods:
+    raise ValueError(f"--methods: unknown {unknown}; choose from {list(METHODS)}.")
+  own_model = config.model.get("kind", "vgg") != "vgg"
+  if own_model and "mft_head" in methods:
+    raise ValueError("mft_head fine-tunes the Dense layers of dfm's VGG; a model of your own "
+                     "has none: leave it out of --methods (e.g. --methods=dft,dft_mft,mft,probe).")
+  for name in methods:
+    check_schedule(config, METHODS[name][0])
+  if own_model and "probe" in methods:  # dfm's VGG always has one output layer.
+    models.output_layer(models.load_frozen_classifier(config)[1], config.model.num_classes)
   counts = class_counts(config)
   too_many = [k for k in shots if k > counts["smallest"]]
   if too_many:
     raise ValueError(f"--shots {too_many}: the target's smallest class has {counts['smallest']} "
                      f"train examples; ask for at most that many (or 'all').")
-  if not full_validation and any(k > counts["smallest_validation"] for k in shots):
-    raise ValueError(f"--shots {max(shots)} labels per class for validation, but its smallest "
-                     f"class has {counts['smallest_validation']}: drop the larger shots or pass "
+  too_many = [k for k in shots if k > counts["smallest_validation"]]
+  if not full_validation and too_many:
+    raise ValueError(f"--shots {too_many} labels per class for validation, but its smallest "
+                     f"class has {counts['smallest_validation']}: drop those shots or pass "
                      "--val_shots=all.")
+  return counts
+
+
+def plan(config: ml_collections.ConfigDict, root: Path, *, shots: list[int], seeds: list[int],
+         methods: Sequence[str], lr_grids: dict[str, tuple[str, tuple[float, ...]]],
+         classifier_dirs: dict[int, str | None], full_validation: bool) -> dict[str, list[Run]]:
+  """Every run of the curve, by method, each config checked (:func:`check`) before any runs.
+
+  ``classifier_dirs``: seed -> its classifier (None: the model of the config, frozen
+  as it is). Validation is cut to ``k`` per class too unless ``full_validation``.
+  """
+  counts = check(config, shots=shots, methods=methods, full_validation=full_validation)
   runs: dict[str, list[Run]] = {}
   for name in methods:
     method, fixed = METHODS[name]
@@ -163,39 +191,38 @@ def plan(config: ml_collections.ConfigDict, root: Path, *, shots: list[int], see
   return runs
 
 
-def _chosen(results: list[tuple[float, dict]]) -> dict:
-  """The run of the highest validation accuracy (ties: the first of the grid)."""
-  return max(results, key=lambda pair: pair[1]["val"]["after"]["accuracy"])[1]
+def read_finished(workdir: Path) -> dict | None:
+  """A finished run's ``metrics.json``; None while it has not finished."""
+  path = Path(workdir) / "metrics.json"
+  return json.loads(path.read_text()) if path.is_file() else None
 
 
-def summarize(runs: dict[str, list[Run]], read) -> dict[str, Any]:
-  """The curve: per method, k and seed the test accuracy of the run chosen on
-  validation. ``read(workdir)`` gives a finished run's metrics (None: unfinished)."""
+def summarize(runs: dict[str, list[Run]], read=read_finished) -> dict[str, Any]:
+  """The curve: per method and k the learning rate of the highest validation accuracy
+  averaged over seeds (ties: the first of the grid), and each seed's test accuracy (and
+  PSNR, for the data-side methods) at it. ``read(workdir)``: a finished run's metrics,
+  or None (the run is listed in ``missing``)."""
   curve: dict[str, dict[str, dict[int, dict]]] = {}
-  missing = []
-  before = {}
+  missing, before = [], {}
   for name, method_runs in runs.items():
-    grouped: dict[tuple[int, int], list] = {}
+    key = LR_GRIDS[name][0]
+    by_k: dict[int, dict[float, dict[int, dict]]] = {}
     for run in method_runs:
       results = read(run.workdir)
       if results is None:
-        missing.append(run.workdir)
+        missing.append(str(run.workdir))
         continue
-      k = run.point[f"{LABELLED_SECTIONS[0]}.examples_per_class"]
-      grouped.setdefault((k, run.seed), []).append((run.point, results))
+      k = run.point["dft.examples_per_class"]
+      by_k.setdefault(k, {}).setdefault(run.point[key], {})[run.seed] = results
       before[run.seed] = results["before"]["accuracy"]
     curve[name] = {}
-    for (k, seed), results in sorted(grouped.items(), key=lambda item: (item[0][0] == 0, item[0])):
-      chosen = _chosen(results)
-      curve[name].setdefault(shots_name(k), {})[seed] = {
-          "test": chosen["after"]["accuracy"], "val": chosen["val"]["after"]["accuracy"],
-          "lr": _lr_of(name, results, chosen)}
-  return {"curve": curve, "before": before, "missing": [str(path) for path in missing]}
-
-
-def _lr_of(name: str, results: list[tuple[dict, dict]], chosen: dict) -> float:
-  key = LR_GRIDS[name][0]
-  return next(point[key] for point, result in results if result is chosen)
+    for k in sorted(by_k, key=lambda k: (k == 0, k)):
+      lr, seeds = max(by_k[k].items(), key=lambda item: np.mean(
+          [r["val"]["after"]["accuracy"] for r in item[1].values()]))
+      curve[name][shots_name(k)] = {
+          seed: {"test": r["after"]["accuracy"], "val": r["val"]["after"]["accuracy"], "lr": lr,
+                 "psnr_db": r["after"].get("psnr_db")} for seed, r in sorted(seeds.items())}
+  return {"curve": curve, "before": before, "missing": missing}
 
 
 def crossover(summary: dict[str, Any]) -> tuple[list[str], str]:
@@ -222,7 +249,8 @@ def crossover(summary: dict[str, Any]) -> tuple[list[str], str]:
       verdicts.append(f"{TITLES[name]} beats {against} on every seed at k = {', '.join(held)} "
                       f"(largest: {held[-1]}).")
   if not verdicts:
-    return lines, (f"DFT and DFT+MFT never beat {against} on every seed, at any k tried.")
+    tried = " and ".join(TITLES[m] for m in DATA_SIDE if m in curve) or "No data-side method"
+    return lines, f"{tried} did not beat {against} on every seed at any k tried."
   return lines, " ".join(verdicts)
 
 
@@ -235,6 +263,9 @@ def table(summary: dict[str, Any]) -> str:
   rows += [[TITLES[name]] + [format_mean_std([r["test"] for r in runs.get(s, {}).values()],
                                              scale=100) for s in columns]
            for name, runs in curve.items()]
+  rows += [[f"{TITLES[name]} PSNR (dB)"] + [format_mean_std(
+      [r["psnr_db"] for r in curve[name].get(s, {}).values()]) for s in columns]
+           for name in DATA_SIDE if name in curve]
   return markdown_table(["test accuracy (%) at k labels per class"] + columns, rows)
 
 
@@ -250,8 +281,8 @@ def write_report(root: Path, summary: dict[str, Any], *, title: str,
   (root / "label_curve.md").write_text(text + "\n")
   write_json(root / "label_curve.json", summary)
   write_csv(root / "label_curve.csv", ["method", "labels_per_class", "seed", "test_accuracy",
-                                       "val_accuracy", "lr"],
-            [[name, shots, seed, run["test"], run["val"], run["lr"]]
+                                       "val_accuracy", "lr", "psnr_db"],
+            [[name, shots, seed, run["test"], run["val"], run["lr"], run["psnr_db"]]
              for name, by_shots in summary["curve"].items()
              for shots, seeds in by_shots.items() for seed, run in seeds.items()])
   plot_label_curve({TITLES[name]: {shots: [run["test"] for run in seeds.values()]
@@ -260,3 +291,30 @@ def write_report(root: Path, summary: dict[str, Any], *, title: str,
                    before=float(np.mean(list(summary["before"].values()))),
                    all_labels=all_labels, path=root / "label_curve.png", title=title)
   return text
+
+
+def run(config: ml_collections.ConfigDict, root: Path, *, shots: list[int], seeds: int,
+        methods: Sequence[str], lr_grids: dict[str, tuple[str, tuple[float, ...]]],
+        full_validation: bool, launch: Launcher = run_here) -> dict[str, Any]:
+  """Checks the curve, trains each seed's classifier (a model of your own,
+  ``config.model.kind``, serves every seed as it is), launches every method's runs
+  (``launch``: here, or submitted to SLURM / Ray), and writes the report once all
+  have finished. Returns :func:`summarize`'s summary (with ``text`` when written)."""
+  check(config, shots=shots, methods=methods, full_validation=full_validation)
+  root = claim_workdir(str(root), config)
+  seed_list = list(range(config.seed, config.seed + seeds))
+  trains = config.model.get("kind", "vgg") == "vgg"
+  classifiers = {seed: str(seed_classifier(config, seed, root)) if trains else None
+                 for seed in seed_list}
+  runs = plan(config, root, shots=shots, seeds=seed_list, methods=methods, lr_grids=lr_grids,
+              classifier_dirs=classifiers, full_validation=full_validation)
+  for name, method_runs in runs.items():
+    print(f"== {TITLES[name]}: {len(method_runs)} runs", flush=True)
+    launch(method_runs, root / name, experiment=METHODS[name][0], seeds=1)
+  summary = summarize(runs)
+  if not summary["missing"]:
+    source = config.train.dataset if trains else Path(config.model.get("path", "")).name
+    summary["text"] = write_report(
+        root, summary, title=f"{source} -> {config.dft.dataset}",
+        all_labels=class_counts(config)["train"] / config.model.num_classes)
+  return summary

@@ -29,7 +29,8 @@ from dfm.studies import compare, manifest
 EXPERIMENTS = {**METHODS, "compare": compare.run, "query_dft": query_dft}
 # The config sections each experiment runs, checked for every point before any runs.
 SECTIONS = {"train_classifier": ("train",), "dft": ("dft",), "mft": ("mft",),
-            "dft_mft": ("dft_mft",), "probe": ("probe",), "compare": ("train", "dft_mft"), "query_dft": ("dft",)}
+            "dft_mft": ("dft_mft",), "probe": ("probe",), "compare": ("train", "dft_mft"),
+            "query_dft": ("dft",)}
 
 
 def split_values(text: str) -> list[str]:
