@@ -221,6 +221,29 @@ def prior_guided_estimate(values: jax.Array, directions: PyTree, scale: float,
   return estimate, weight, alpha_sq
 
 
+def at_cosine(gradient: PyTree, key: jax.Array, cosine: float) -> PyTree:
+  """``g + n``: the gradient plus Gaussian noise orthogonal to it, scaled so that
+  ``cos(g + n, g) = cosine`` exactly::
+
+    n = ||g|| sqrt(1 / c^2 - 1) * u,   u = unit(z - (z.g) g / ||g||^2),   z ~ N(0, I)
+
+  The error of an unbiased estimate is of this kind (NES: ``E[d d^T] = I``), so
+  white-box DFT with ``at_cosine`` gradients shows what an estimator whose
+  estimates have cosine ``c`` with the gradient can buy at best, whatever it is.
+
+  Example::
+
+    g = jnp.ones((4, 4, 1))
+    cosine(at_cosine(g, jax.random.key(0), 0.1), g)   # 0.1
+  """
+  if not 0 < cosine <= 1:
+    raise ValueError(f"The cosine must be in (0, 1], got {cosine}.")
+  drawn = sample_directions(key, "nes", gradient, 1)
+  across = unit(jax.tree.map(lambda d: d[0], orthogonal_to(drawn, unit(gradient))))
+  length = jnp.sqrt(_dot(gradient, gradient) * (1.0 / cosine ** 2 - 1.0))
+  return jax.tree.map(lambda g, n: g + length * n, gradient, across)
+
+
 def estimate_gradient(objective: Objective, noise: PyTree, key: jax.Array, *, estimator: str,
                       num_directions: int, scale: float) -> PyTree:
   """An estimate of ``grad f(noise)`` from one call of ``objective`` on ``2q`` noises.

@@ -141,3 +141,19 @@ def test_the_prior_is_probed_as_far_as_the_random_directions():
   directions = estimators.with_prior(jnp.zeros((3, 28, 28, 1)),
                                      estimators.unit(jnp.asarray(BUMP)), 28 * 28)
   assert float(jnp.linalg.norm(directions[-1])) == pytest.approx(28.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("cosine", [1.0, 0.5, 0.1])
+def test_a_gradient_at_a_cosine_has_exactly_that_cosine(cosine):
+  gradient = {"coarse": jnp.arange(8.0).reshape(2, 2, 2), "fine": jnp.ones((4, 4, 1))}
+  degraded = estimators.at_cosine(gradient, jax.random.key(3), cosine)
+  error = jax.tree.map(jnp.subtract, degraded, gradient)
+  assert float(estimators.cosine(degraded, gradient)) == pytest.approx(cosine, abs=1e-5)
+  # The error is orthogonal to the gradient: its part along the gradient is exact.
+  assert float(estimators._dot(error, gradient)) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_a_cosine_outside_zero_to_one_is_refused():
+  for cosine in (0.0, -0.5, 1.5):
+    with pytest.raises(ValueError, match="cosine must be in"):
+      estimators.at_cosine(jnp.ones((2, 2, 1)), jax.random.key(0), cosine)

@@ -14,13 +14,14 @@ import optax
 import pytest
 
 from configs import query as query_configs
-from dfm import black_box, data, models
+from dfm import black_box, data, estimators, models
 from dfm.black_box import (BlackBox, JaxBlackBox, Reply, Spent, TopKBlackBox, resolve_model_path,
                            with_spent)
 from dfm.black_box.local_server import make_server
 from dfm.query import (STRATEGIES, Candidate, EstimateOptions, SelectionRule, check_query,
-                       init_query_state, keep_best, make_evolution_step, make_query_step,
-                       make_true_gradient, mcnemar_p_value)
+                       init_query_state, keep_best, make_cosine_step, make_evolution_step,
+                       make_query_step, make_true_gradient, mcnemar_p_value)
+from dfm.dft import init_state, make_update_step
 from dfm.run import loop
 from dfm.run.phases import FAILED_LEDGER, fit_noise_by_queries
 from dfm.run.query_dft import query_dft
@@ -513,3 +514,28 @@ def test_every_evolution_strategy_configures_as_it_runs(tiny_model, data_dir):
   for strategy in STRATEGIES:
     config = query_configs.get_config(f"digits,estimator={strategy}")
     check_query(config, JaxBlackBox(*tiny_model, num_classes=10), validation_size=360)
+
+
+# The cosine ceiling: white-box DFT with gradients of a chosen cosine.
+
+def test_a_cosine_step_at_one_is_the_white_box_step_and_ignores_padding(tiny_model):
+  apply_fn, params = tiny_model
+  images, labels = _images(4), np.array([0, 1, 2, 3])
+  padded = {"image": np.concatenate([images, np.zeros_like(images[:2])]),
+            "label": np.concatenate([labels, [0, 0]]), "mask": np.array([1, 1, 1, 1, 0, 0.0])}
+  step = make_cosine_step(apply_fn, params, optax.adam(0.1), lam=0.01, cosine=1.0)
+  state, _ = step(_small_state(), padded)
+  white_box = jax.jit(make_update_step(apply_fn, optax.adam(0.1), lam=0.01))
+  expected, _ = white_box(init_state(jnp.zeros((7, 7, 1)), optax.adam(0.1)), params,
+                          {"image": images, "label": labels})
+  np.testing.assert_allclose(state["noise"], expected["noise"], atol=1e-6)
+
+
+def test_a_cosine_step_moves_along_a_gradient_of_that_cosine(tiny_model):
+  apply_fn, params = tiny_model
+  batch = {"image": _images(4), "label": np.array([0, 1, 2, 3])}
+  true_gradient = make_true_gradient(apply_fn, params, transform="tanh", class_term="hinge")
+  step = make_cosine_step(apply_fn, params, optax.adam(0.1), lam=0.01, cosine=0.2)
+  state, _ = step(_small_state(), batch)
+  exact = true_gradient(jnp.zeros((7, 7, 1)), batch["image"], batch["label"])
+  assert float(estimators.cosine(state["estimate"], exact)) == pytest.approx(0.2, abs=1e-4)

@@ -24,12 +24,13 @@ from dfm.query.selection import validation_cost
 from dfm.query.step import EstimateOptions
 from dfm.query.step import TrueGradient
 from dfm.query.step import init_query_state
+from dfm.query.step import make_cosine_step
 from dfm.query.step import make_query_step
 from dfm.query.step import make_true_gradient
 from dfm.query.step import with_ledger
 
 __all__ = ["STRATEGIES", "Candidate", "EstimateOptions", "SelectionRule", "SpentTally",
            "TrueGradient", "check_query", "estimate_options", "init_query_state", "keep_best",
-           "make_black_box_eval_step", "make_budget_stop", "make_evolution_step",
-           "make_query_step", "make_true_gradient", "mcnemar_p_value", "significant_gain",
-           "validation_cost", "with_ledger"]
+           "make_black_box_eval_step", "make_budget_stop", "make_cosine_step",
+           "make_evolution_step", "make_query_step", "make_true_gradient", "mcnemar_p_value",
+           "significant_gain", "validation_cost", "with_ledger"]

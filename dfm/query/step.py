@@ -240,6 +240,40 @@ def make_update(optimizer: optax.GradientTransformation, *, lam: float, transfor
   return update
 
 
+def make_cosine_step(apply_fn: ApplyFn, params: PyTree, optimizer: optax.GradientTransformation,
+                     *, lam: float, cosine: float, transform: str | Transform = "tanh",
+                     class_term: str | losses.ClassTerm = "hinge") -> QueryStep:
+  """``step(state, batch) -> (state, metrics)``: white-box DFT whose class gradient is
+  degraded to the cosine ``cosine`` with the true one (:func:`dfm.estimators.at_cosine`,
+  the noise drawn from ``fold_in(key, step)``), the appearance gradient exact and
+  the optax tail of the query step. It sends no query: it measures what an
+  estimator whose estimates have that cosine buys at best, in as many steps.
+
+  Example::
+
+    step = make_cosine_step(apply_fn, params, optax.adam(0.1), lam=0.01, cosine=0.1)
+    state, metrics = step(init_query_state(jnp.zeros((28, 28, 1)), optax.adam(0.1),
+                                           seed=0, validation_size=0), batch)
+  """
+  true_gradient = make_true_gradient(apply_fn, params, transform=transform,
+                                     class_term=class_term)
+  update = make_update(optimizer, lam=lam, transform=get_transform(transform), updates=1)
+
+  @jax.jit
+  def move(state, images, labels):
+    key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
+    class_grad = estimators.at_cosine(true_gradient(state["noise"], images, labels), key,
+                                      cosine)
+    moved, appearance, norms = update(state, images, class_grad)
+    return moved, {"appearance": appearance, **norms}
+
+  def step(state: QueryState, batch: Batch) -> tuple[QueryState, Metrics]:
+    real = np.asarray(batch["mask"]) > 0 if "mask" in batch else slice(None)
+    return move(state, np.asarray(batch["image"])[real], np.asarray(batch["label"])[real])
+
+  return step
+
+
 def make_query_step(model: BlackBox, optimizer: optax.GradientTransformation, *, lam: float,
                     options: EstimateOptions = EstimateOptions(),
                     transform: str | Transform = "tanh",
