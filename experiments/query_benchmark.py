@@ -50,6 +50,8 @@ VARIANTS = {
     "cma_es-dct8": {"estimator": "cma_es", "frequencies": 8, "focus": 0.0, "scale": 0.3},
     "sep_cma_es": {"estimator": "sep_cma_es", "focus": 0.0, "scale": 0.2},
     "open_es": {"estimator": "open_es", "focus": 0.0},
+    "distill": {"estimator": "distill", "surrogate": "trained", "focus": 0.0,
+                "updates_per_estimate": 16, "dft.batch_size": 256, "dft.lr": 0.3},
 }
 
 _CLASSIFIER_DIR = flags.DEFINE_string("classifier_dir", "runs/demo/classifier",

@@ -18,9 +18,11 @@ from dfm import black_box, data, estimators, models
 from dfm.black_box import (BlackBox, JaxBlackBox, Reply, Spent, TopKBlackBox, resolve_model_path,
                            with_spent)
 from dfm.black_box.local_server import make_server
-from dfm.query import (STRATEGIES, Candidate, EstimateOptions, SelectionRule, check_query,
-                       init_query_state, keep_best, make_cosine_step, make_evolution_step,
-                       make_query_step, make_true_gradient, mcnemar_p_value)
+from dfm.query import (STRATEGIES, Candidate, EstimateOptions, SelectionRule, StudentOptions,
+                       check_query, init_query_state, keep_best, make_cosine_step,
+                       make_distill_step, make_evolution_step, make_query_step,
+                       make_true_gradient, mcnemar_p_value)
+from dfm.query.distill import add_to_replay, init_replay
 from dfm.dft import init_state, make_update_step
 from dfm.run import loop
 from dfm.run.phases import FAILED_LEDGER, fit_noise_by_queries
@@ -539,3 +541,64 @@ def test_a_cosine_step_moves_along_a_gradient_of_that_cosine(tiny_model):
   state, _ = step(_small_state(), batch)
   exact = true_gradient(jnp.zeros((7, 7, 1)), batch["image"], batch["label"])
   assert float(estimators.cosine(state["estimate"], exact)) == pytest.approx(0.2, abs=1e-4)
+
+
+# A student distilled from the replies (estimator="distill").
+
+SMALL_STUDENT = StudentOptions(steps=5, lr=1e-2, batch_size=4, replay=16, updates=2)
+
+
+def _student(tiny_model):
+  """The tiny VGG at other initial weights: a student that has to learn the black box."""
+  apply_fn, _ = tiny_model
+  config = query_configs.get_config("digits,runlocal")
+  return apply_fn, models.init_params(models.build_classifier(config.model), (28, 28, 1), 1)
+
+
+def test_a_distill_step_scores_the_batch_once_and_the_student_learns_the_replies(tiny_model):
+  model = _Recording(*tiny_model, num_classes=10)
+  step, init = make_distill_step(model, optax.adam(0.1), lam=0.01, student=_student(tiny_model),
+                                 image_shape=(28, 28, 1), like=jnp.zeros((7, 7, 1)),
+                                 options=SMALL_STUDENT)
+  batch = {"image": _images(4), "label": np.array([0, 1, 2, 3])}
+  state, losses = init(seed=0, validation_size=0), []
+  for _ in range(4):
+    state, metrics = step(state, batch)
+    losses.append(float(metrics["distill_loss"]))
+  assert model.seen == [np.ndarray] * 4  # One call per step, on host arrays.
+  assert int(state["queries"]["images"]) == 16 and int(state["queries"]["calls"]) == 4
+  assert int(state["replay"]["filled"]) == 16 and int(state["replay"]["next"]) == 0
+  assert losses[-1] < losses[0]  # The student moves towards the black box's replies.
+  assert np.asarray(state["noise"]).any() and int(state["step"]) == 8  # 2 updates a step.
+
+
+def test_the_replay_buffer_overwrites_its_oldest_replies():
+  replay = add_to_replay(init_replay((1, 1, 1), 2, 3), jnp.arange(2.0).reshape(2, 1, 1, 1),
+                         jnp.ones((2, 2)))
+  replay = add_to_replay(replay, jnp.full((2, 1, 1, 1), 9.0), jnp.zeros((2, 2)))
+  assert np.ravel(replay["images"]).tolist() == [9.0, 1.0, 9.0]
+  assert int(replay["filled"]) == 3 and int(replay["next"]) == 1
+
+
+def test_distill_runs_resumes_and_stops_at_the_budget(tiny_model, digits, data_dir,
+                                                       classifier_dir, tmp_path):
+  config = _digits_config(data_dir, **{"budget.queries": 1200, "query.estimator": "distill",
+                                       "query.focus": 0.0,
+                                       "query.updates_per_estimate": 2})
+  with config.unlocked():
+    config.classifier_dir = classifier_dir
+    config.query.surrogate.classifier_dir = classifier_dir  # The black box's own weights.
+    config.query.student.update(steps=2, replay=64)
+  results = query_dft(config, str(tmp_path / "run"))
+  spent = results["queries"]["fit"]["images"]
+  # Stopped at the budget: the next batches (2 x 8 images) and validation would pass it.
+  assert 1200 - 2 * 8 - len(digits["validation"]) < spent <= 1200
+  again = query_dft(config, str(tmp_path / "run"))  # Resumed from its last checkpoint.
+  assert again["queries"]["fit"] == results["queries"]["fit"]
+
+
+def test_distill_without_a_student_is_refused(data_dir):
+  config = _digits_config(data_dir, **{"query.estimator": "distill"})
+  with pytest.raises(ValueError, match="needs a student model"):
+    check_query(config, JaxBlackBox(lambda p, x: x.reshape(len(x), -1)[:, :10], None,
+                                    num_classes=10), 20)

@@ -41,7 +41,7 @@ import numpy as np
 from dfm import estimators
 from dfm.black_box.base import BlackBox, Spent, add_spent, fill_unknown
 from dfm.query.evolution import STRATEGIES
-from dfm.query.step import (PRIORS, EstimateOptions, check_images_per_step,
+from dfm.query.step import (DISTILL, PRIORS, EstimateOptions, check_images_per_step,
                             images_per_batch)
 from dfm.dft import perturb_with_distance
 from dfm.transform import Transform, get_transform
@@ -92,7 +92,7 @@ def validation_cost(model: BlackBox, num_examples: int, batch_size: int) -> Spen
   return Spent(calls=calls, images=num_examples)
 
 
-QUERY_ESTIMATORS = (*estimators.ESTIMATORS, *STRATEGIES)
+QUERY_ESTIMATORS = (*estimators.ESTIMATORS, *STRATEGIES, DISTILL)
 
 
 def estimate_options(query: ml_collections.ConfigDict) -> EstimateOptions:
@@ -102,6 +102,29 @@ def estimate_options(query: ml_collections.ConfigDict) -> EstimateOptions:
       share_directions=query.share_directions, frequencies=query.frequencies,
       prior=query.prior, lookahead=query.lookahead,
       updates_per_estimate=query.updates_per_estimate)
+
+
+def has_surrogate(query: ml_collections.ConfigDict) -> bool:
+  """Whether ``config.query.surrogate`` names a model: a dfm classifier's folder, or a
+  model of another kind (which names its own files)."""
+  return (bool(query.surrogate.classifier_dir)
+          or query.surrogate.model.get("kind", "vgg") != "vgg")
+
+
+def _check_student(query: ml_collections.ConfigDict) -> None:
+  """``estimator='distill'``: a student to distil, sane settings, no estimate options."""
+  if not has_surrogate(query):
+    raise ValueError("config.query.estimator='distill' needs a student model: set "
+                     "config.query.surrogate.classifier_dir (a dfm classifier) or "
+                     "config.query.surrogate.model (any kind the model registry loads).")
+  student = query.student
+  if min(student.steps, student.batch_size, student.replay) < 1 or not student.lr > 0:
+    raise ValueError(f"config.query.student needs steps, batch_size and replay >= 1 and "
+                     f"lr > 0, got {student.to_dict()}.")
+  if query.prior != "none" or query.focus or query.lookahead or query.cosine:
+    raise ValueError("config.query.estimator='distill' scores each batch image once: prior, "
+                     "focus, lookahead and cosine apply to spsa and nes only; set them to "
+                     "none, 0, 0 and False.")
 
 
 def _check_estimator(query: ml_collections.ConfigDict) -> None:
@@ -120,11 +143,12 @@ def _check_estimator(query: ml_collections.ConfigDict) -> None:
                      "prior, focus, lookahead, cosine, updates_per_estimate and "
                      "share_directions apply to spsa and nes only; set them to none, 0, 0, "
                      "False, 1 and True.")
+  if query.estimator == DISTILL:
+    _check_student(query)
   if query.prior != "none" and not query.share_directions:
     raise ValueError(f"config.query.prior={query.prior!r} needs "
                      "config.query.share_directions=True (one prior for the batch).")
-  if query.prior == "surrogate" and not query.surrogate.classifier_dir \
-      and query.surrogate.model.get("kind", "vgg") == "vgg":
+  if query.prior == "surrogate" and not has_surrogate(query):
     raise ValueError("config.query.prior='surrogate' needs a surrogate model: set "
                      "config.query.surrogate.classifier_dir (a dfm classifier) or "
                      "config.query.surrogate.model (any kind the model registry loads).")

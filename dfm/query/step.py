@@ -127,11 +127,15 @@ class EstimateOptions:
 
   @property
   def probes_per_image(self) -> int:
-    """Probe noises an estimate scores each image under: ``2q`` (+2 with a prior)."""
+    """Probe noises an estimate scores each image under: ``2q`` (+2 with a prior);
+    1 for a distilled student (:mod:`dfm.query.distill`: the batch under the noise)."""
+    if self.estimator == DISTILL:
+      return 1
     return 2 * self.num_directions + (2 if self.prior != "none" else 0)
 
 
 PRIORS = ("none", "previous", "surrogate")
+DISTILL = "distill"  # The estimator of dfm.query.distill: a student learns the replies.
 
 
 def probe_images(images: jax.Array, center: PyTree, key: jax.Array, prior: PyTree | None, *,

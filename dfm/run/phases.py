@@ -28,9 +28,10 @@ from dfm.dft import (OptimizerOf, init_stacked_state, init_state, make_stacked_u
                      make_update_step)
 from dfm.models.training import init_train_state, make_train_step, restrict_to_layers
 from dfm.optim import clocked_optimizer, make_optimizer
-from dfm.query import (STRATEGIES, Candidate, SelectionRule, SpentTally, TrueGradient,
-                       estimate_options, init_query_state, keep_best, make_black_box_eval_step,
-                       make_budget_stop, make_evolution_step, make_query_step, with_ledger)
+from dfm.query import (DISTILL, STRATEGIES, Candidate, SelectionRule, SpentTally, StudentOptions,
+                       TrueGradient, estimate_options, init_query_state, keep_best,
+                       make_black_box_eval_step, make_budget_stop, make_distill_step,
+                       make_evolution_step, make_query_step, with_ledger)
 from dfm.query.budget import batches_budget_pays, budget_learning_rate, budget_share, has_budget
 from dfm.report.scores import summarize
 from dfm.run import checkpoint, loop
@@ -284,12 +285,21 @@ def _query_step(config: ml_collections.ConfigDict, model: BlackBox, optimizer: A
   """``(step, initial state)``: an estimated-gradient step or an evolution strategy's."""
   schedule, query = config.dft, config.query
   zeros = jnp.zeros(noise_shape(config), jnp.float32)
+  student = step_options.pop("student", None)
   if query.estimator in STRATEGIES:
     step, init = make_evolution_step(
         model, lam=schedule.lam, strategy=query.estimator, population=2 * query.directions,
         scale=query.scale, like=zeros, frequencies=query.frequencies, learning_rate=schedule.lr,
         transform=schedule.transform, class_term=schedule.class_term,
         images_per_step=query.images_per_step)
+    return step, init(config.seed, validation_size)
+  if query.estimator == DISTILL:
+    step, init = make_distill_step(
+        model, optimizer, lam=schedule.lam, student=student,
+        image_shape=tuple(config.model.input_shape), like=zeros,
+        options=StudentOptions(**query.student, updates=query.updates_per_estimate),
+        transform=schedule.transform, class_term=schedule.class_term,
+        learning_rate_at=step_options["learning_rate_at"])
     return step, init(config.seed, validation_size)
   step = make_query_step(
       model, optimizer, lam=schedule.lam, options=estimate_options(query),
@@ -302,7 +312,8 @@ def _query_step(config: ml_collections.ConfigDict, model: BlackBox, optimizer: A
 def fit_noise_by_queries(config: ml_collections.ConfigDict, model: BlackBox,
                          sources: dict[str, Any], run_dir: Path, *,
                          true_gradient: TrueGradient | None = None,
-                         prior_gradient: TrueGradient | None = None
+                         prior_gradient: TrueGradient | None = None,
+                         student: tuple[ApplyFn, Any] | None = None
                          ) -> tuple[QueryState, list[dict]]:
   """Query-only DFT on ``sources["train"]``, selected on ``sources["validation"]``.
 
@@ -313,12 +324,14 @@ def fit_noise_by_queries(config: ml_collections.ConfigDict, model: BlackBox,
   last checkpoint so the resumed run counts on from there.
   Returns the final state (``best``: the chosen noise; ``queries``: the ledger)
   and the phase's log records. ``true_gradient`` (JAX models only) logs the
-  estimate's cosine with the true gradient; ``prior_gradient`` is a surrogate's.
+  estimate's cosine with the true gradient; ``prior_gradient`` is a surrogate's;
+  ``student`` (``apply_fn``, ``params``) the model ``estimator='distill'`` distils.
   """
   schedule = config.dft
   batches, total_batches, optimizer, learning_rate_at = _query_schedule(config, model, sources)
   step, state = _query_step(config, model, optimizer, len(sources["validation"]),
                             true_gradient=true_gradient, prior_gradient=prior_gradient,
+                            student=student,
                             learning_rate_at=learning_rate_at)
   log_every = config.log_every // schedule.updates_per_batch
   stop_when = make_budget_stop(

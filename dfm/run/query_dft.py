@@ -21,7 +21,7 @@ import numpy as np
 from dfm import black_box, models
 from dfm.black_box.base import add_spent, ledger_ints
 from dfm.query.budget import budget_share
-from dfm.query import SpentTally, TrueGradient, check_query, make_black_box_eval_step
+from dfm.query import DISTILL, SpentTally, TrueGradient, check_query, make_black_box_eval_step
 from dfm.query import make_true_gradient
 from dfm.report.document import append_queries
 from dfm.run.checks import check_schedule
@@ -29,6 +29,7 @@ from dfm.run.methods import method_splits
 from dfm.run.phases import fit_noise_by_queries, noise_shape
 from dfm.run.results import draws_figures, write_query_curve, write_results
 from dfm.run.workdir import claim_workdir
+from dfm.types import ApplyFn
 
 
 def _true_gradient(config: ml_collections.ConfigDict) -> TrueGradient | None:
@@ -43,16 +44,24 @@ def _true_gradient(config: ml_collections.ConfigDict) -> TrueGradient | None:
                             class_term=config.dft.class_term)
 
 
-def _surrogate_gradient(config: ml_collections.ConfigDict) -> TrueGradient | None:
-  """For ``config.query.prior='surrogate'``: the white-box gradient of the class term
-  through the surrogate model (``config.query.surrogate``), the direction prior."""
-  if config.query.prior != "surrogate":
+def _surrogate(config: ml_collections.ConfigDict) -> tuple[ApplyFn, Any] | None:
+  """``(apply_fn, params)`` of ``config.query.surrogate``: the direction prior's model
+  (``prior='surrogate'``) or the student (``estimator='distill'``); None otherwise."""
+  if config.query.prior != "surrogate" and config.query.estimator != DISTILL:
     return None
   surrogate = ml_collections.ConfigDict(config.to_dict())
   surrogate.model = config.query.surrogate.model
   surrogate.classifier_dir = config.query.surrogate.classifier_dir
-  apply_fn, params = models.load_frozen_classifier(surrogate)
-  return make_true_gradient(apply_fn, params, transform=config.dft.transform,
+  return models.load_frozen_classifier(surrogate)
+
+
+def _surrogate_gradient(config: ml_collections.ConfigDict,
+                        surrogate: tuple[ApplyFn, Any] | None) -> TrueGradient | None:
+  """For ``config.query.prior='surrogate'``: the white-box gradient of the class term
+  through the surrogate model, the direction prior."""
+  if config.query.prior != "surrogate":
+    return None
+  return make_true_gradient(*surrogate, transform=config.dft.transform,
                             class_term=config.dft.class_term)
 
 
@@ -78,12 +87,15 @@ def query_dft(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]
   model = black_box.from_config(config)
   sources = method_splits(config, "dft")
   check_query(config, model, len(sources["validation"]))
-  true_gradient, prior_gradient = _true_gradient(config), _surrogate_gradient(config)
+  surrogate = _surrogate(config)
+  true_gradient, prior_gradient = _true_gradient(config), _surrogate_gradient(config, surrogate)
   noise_shape(config)
   workdir = claim_workdir(workdir, config)
   state, records = fit_noise_by_queries(config, model, sources, workdir,
                                         true_gradient=true_gradient,
-                                        prior_gradient=prior_gradient)
+                                        prior_gradient=prior_gradient,
+                                        student=surrogate if config.query.estimator == DISTILL
+                                        else None)
   curve = write_query_curve(workdir, records, with_figures=draws_figures(config))
   fitted, best, final = ledger_ints(state["queries"]), state["best"], SpentTally()
   spending = _spending(config, fitted)
