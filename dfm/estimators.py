@@ -227,9 +227,10 @@ def at_cosine(gradient: PyTree, key: jax.Array, cosine: float) -> PyTree:
 
     n = ||g|| sqrt(1 / c^2 - 1) * u,   u = unit(z - (z.g) g / ||g||^2),   z ~ N(0, I)
 
-  The error of an unbiased estimate is of this kind (NES: ``E[d d^T] = I``), so
-  white-box DFT with ``at_cosine`` gradients shows what an estimator whose
-  estimates have cosine ``c`` with the gradient can buy at best, whatever it is.
+  The error of an unbiased estimate is approximately of this kind (NES:
+  ``E[d d^T] = I``; its part along ``g`` and its length vary too), so white-box DFT
+  with ``at_cosine`` gradients shows about what an estimator whose estimates have
+  cosine ``c`` with the gradient can buy, whatever it is.
 
   Example::
 

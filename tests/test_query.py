@@ -580,8 +580,8 @@ def test_the_replay_buffer_overwrites_its_oldest_replies():
   assert int(replay["filled"]) == 3 and int(replay["next"]) == 1
 
 
-def test_distill_runs_resumes_and_stops_at_the_budget(tiny_model, digits, data_dir,
-                                                       classifier_dir, tmp_path):
+def test_distill_runs_through_query_dft_and_stops_at_the_budget(tiny_model, digits, data_dir,
+                                                                classifier_dir, tmp_path):
   config = _digits_config(data_dir, **{"budget.queries": 1200, "query.estimator": "distill",
                                        "query.focus": 0.0,
                                        "query.updates_per_estimate": 2})
@@ -593,8 +593,36 @@ def test_distill_runs_resumes_and_stops_at_the_budget(tiny_model, digits, data_d
   spent = results["queries"]["fit"]["images"]
   # Stopped at the budget: the next batches (2 x 8 images) and validation would pass it.
   assert 1200 - 2 * 8 - len(digits["validation"]) < spent <= 1200
-  again = query_dft(config, str(tmp_path / "run"))  # Resumed from its last checkpoint.
-  assert again["queries"]["fit"] == results["queries"]["fit"]
+
+
+def test_an_interrupted_distill_run_resumes_as_if_never_stopped(tiny_model, digits, data_dir,
+                                                                tmp_path, monkeypatch):
+  config = _digits_config(data_dir, **{"budget.queries": 2000, "query.estimator": "distill",
+                                       "query.focus": 0.0, "query.updates_per_estimate": 2})
+  with config.unlocked():
+    config.query.student.update(steps=2, replay=16)  # The ring wraps before the stop.
+
+  def run(workdir):
+    return fit_noise_by_queries(config, JaxBlackBox(*tiny_model, num_classes=10), digits,
+                                workdir, student=_student(tiny_model))[0]
+
+  straight = run(tmp_path / "straight")
+  original = loop.run_loop
+
+  def interrupted(state, batches, update, **kwargs):
+    def interrupting(state, batch):
+      if int(state["step"]) == 3 * 2:  # After 3 batches of 2 updates.
+        raise _Interrupted
+      return update(state, batch)
+    return original(state, batches, interrupting, **kwargs)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(loop, "run_loop", interrupted)
+    with pytest.raises(_Interrupted):
+      run(tmp_path / "resumed")
+  resumed = run(tmp_path / "resumed")
+  for part in ("noise", "student", "replay", "queries"):
+    jax.tree.map(np.testing.assert_array_equal, resumed[part], straight[part])
 
 
 def test_distill_without_a_student_is_refused(data_dir):

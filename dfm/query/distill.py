@@ -17,8 +17,9 @@ Unlike P-RGF's surrogate prior, the student's errors are corrected by the replie
 at the very images the noise is moving, so its gradient follows the black box
 where it is being changed. The state is a query state plus ``student`` (params and
 optimizer state) and ``replay`` (``images``, ``probabilities``, ``filled``,
-``next``), all checkpointed; the ledger, budget and selection are
-:mod:`dfm.query.step`'s.
+``next``), all checkpointed (the buffer with every checkpoint: ``R`` images); the
+ledger, budget and selection are :mod:`dfm.query.step`'s. One call per step holds
+while ``B`` is at most what the black box takes in one call.
 
 Example::
 
@@ -36,12 +37,15 @@ import numpy as np
 import optax
 
 from dfm import losses
-from dfm.black_box.base import BlackBox, add_spent, fill_unknown, spent_of
+from dfm.black_box.base import BlackBox, Spent, add_spent, fill_unknown, spent_of
 from dfm.dft import make_update_step
 from dfm.optim import set_learning_rate
 from dfm.query.step import init_query_state, rows_to_send, with_ledger
 from dfm.transform import Transform, get_transform, perturb
 from dfm.types import ApplyFn, Batch, Metrics, PyTree, QueryState
+
+
+FITTED = ("noise", "opt", "step", "student", "replay")  # The state a step changes on the device.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +117,8 @@ def make_distill_step(model: BlackBox, optimizer: optax.GradientTransformation, 
   the student at ``student``'s params, an empty buffer).
 
   ``learning_rate_at(state)`` (the budget's clock) sets the noise's learning rate.
-  Metrics: ``loss``, ``class_term`` and ``appearance`` (through the student, after
-  the updates), ``accuracy`` (the black box's, on the batch before them),
+  Metrics: ``loss``, ``class_term`` and ``appearance`` (through the student, at the
+  last update, before it), ``accuracy`` (the black box's, on the batch before them),
   ``distill_loss`` (the student's last soft cross-entropy), ``grad_norm``,
   ``noise_l2``, ``noise_linf``, ``learning_rate`` (clocked) and the ledger.
   """
@@ -129,10 +133,11 @@ def make_distill_step(model: BlackBox, optimizer: optax.GradientTransformation, 
     return perturb(images, noise, transform=transform)
 
   @jax.jit
-  def fit(state, images, labels, sent, probabilities, key):
-    replay = add_to_replay(state["replay"], sent, probabilities)
-    taught, distill_losses = learn(state["student"], replay, key)
-    noise_state = {name: state[name] for name in ("noise", "opt", "step")}
+  def fit(parts, images, labels, sent, probabilities, key):
+    """``parts``: the state's noise, opt, step, student and replay (what a step changes)."""
+    replay = add_to_replay(parts["replay"], sent, probabilities)
+    taught, distill_losses = learn(parts["student"], replay, key)
+    noise_state = {name: parts[name] for name in ("noise", "opt", "step")}
     batch = {"image": images, "label": labels}
     noise_state, metrics = jax.lax.scan(
         lambda s, _: dft_step(s, taught["params"], batch), noise_state, None,
@@ -140,7 +145,7 @@ def make_distill_step(model: BlackBox, optimizer: optax.GradientTransformation, 
     accuracy = jnp.mean(jnp.argmax(probabilities, -1) == labels)
     metrics = {**jax.tree.map(lambda m: m[-1], metrics), "accuracy": accuracy,
                "distill_loss": distill_losses[-1]}
-    return {**state, **noise_state, "student": taught, "replay": replay}, metrics
+    return {**noise_state, "student": taught, "replay": replay}, metrics
 
   def init(seed: int, validation_size: int) -> QueryState:
     state = init_query_state(jax.tree.map(jnp.zeros_like, like), optimizer, seed=seed,
@@ -151,18 +156,20 @@ def make_distill_step(model: BlackBox, optimizer: optax.GradientTransformation, 
   def step(state: QueryState, batch: Batch) -> tuple[QueryState, Metrics]:
     images, labels = rows_to_send(batch, len(batch["label"]))
     key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
-    extra = {}
+    extra, spent = {}, Spent()
     if learning_rate_at is not None:
       extra["learning_rate"] = learning_rate_at(state)
       state = {**state, "opt": set_learning_rate(state["opt"], extra["learning_rate"])}
     try:
       sent = perturbed(images, state["noise"])
       reply = model.score(np.asarray(sent))
-      state, metrics = fit(state, images, labels, sent,
+      spent = reply.spent
+      parts, metrics = fit({name: state[name] for name in FITTED}, images, labels, sent,
                            fill_unknown(reply.probabilities), key)
     except BaseException as error:  # Ctrl-C included: what was sent stays counted.
-      raise with_ledger(error, state["queries"], spent_of(error))
-    queries = add_spent(state["queries"], reply.spent)
+      raise with_ledger(error, state["queries"], spent + spent_of(error))
+    state = {**state, **parts}
+    queries = add_spent(state["queries"], spent)
     metrics.update(extra)
     metrics.update({f"queries_{name}": value for name, value in queries.items()})
     return {**state, "queries": queries}, metrics

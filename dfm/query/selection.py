@@ -121,10 +121,12 @@ def _check_student(query: ml_collections.ConfigDict) -> None:
   if min(student.steps, student.batch_size, student.replay) < 1 or not student.lr > 0:
     raise ValueError(f"config.query.student needs steps, batch_size and replay >= 1 and "
                      f"lr > 0, got {student.to_dict()}.")
-  if query.prior != "none" or query.focus or query.lookahead or query.cosine:
+  if (query.prior != "none" or query.focus or query.lookahead or query.cosine
+      or query.frequencies or query.images_per_step):
     raise ValueError("config.query.estimator='distill' scores each batch image once: prior, "
-                     "focus, lookahead and cosine apply to spsa and nes only; set them to "
-                     "none, 0, 0 and False.")
+                     "focus, lookahead, cosine, frequencies and images_per_step apply to spsa "
+                     "and nes only; set them to none, 0, 0, False, 0 and 0 (a smaller "
+                     "config.dft.batch_size sends fewer images a step).")
 
 
 def _check_estimator(query: ml_collections.ConfigDict) -> None:

@@ -106,10 +106,10 @@ def white_box_reference(config: ml_collections.ConfigDict, run_dir: str) -> tupl
   """``(test before, test after)`` of a finished white-box DFT run of the same
   classifier and dataset (e.g. ``runs/demo/dft`` of ``make demo``)."""
   path = Path(run_dir)
-  if not (path / "metrics.json").is_file():
-    raise ValueError(f"No finished white-box DFT run in {path} (no metrics.json): run "
-                     "`make demo`, or experiments.dft with this classifier, and pass its "
-                     "workdir as --white_box.")
+  if not ((path / "metrics.json").is_file() and (path / "config.json").is_file()):
+    raise ValueError(f"No finished white-box DFT run in {path} (no metrics.json and "
+                     "config.json): run `make demo`, or experiments.dft with this "
+                     "classifier, and pass its workdir as --white_box.")
   ran = json.loads((path / "config.json").read_text())
   same = (Path(ran["classifier_dir"]).absolute() == Path(config.classifier_dir).absolute()
           and ran["dft"]["dataset"] == config.dft.dataset)
