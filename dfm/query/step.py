@@ -224,6 +224,17 @@ def rows_to_send(batch: Batch, limit: int) -> tuple[np.ndarray, np.ndarray]:
   return images[:limit], labels[:limit]
 
 
+def on_the_clock(state: QueryState, learning_rate_at: Callable[[QueryState], float] | None
+                 ) -> tuple[QueryState, Metrics]:
+  """``(state, metrics)``: the state with its optimizer's learning rate set by the
+  budget's clock ``learning_rate_at(state)`` and ``{"learning_rate": lr}``; as it
+  is and ``{}`` without a clock."""
+  if learning_rate_at is None:
+    return state, {}
+  rate = learning_rate_at(state)
+  return {**state, "opt": set_learning_rate(state["opt"], rate)}, {"learning_rate": rate}
+
+
 def make_update(optimizer: optax.GradientTransformation, *, lam: float, transform: Transform,
                 updates: int) -> Callable:
   """``update(state, images, class_grad) -> (state, appearance, norms)``: ``updates``
@@ -272,8 +283,7 @@ def make_cosine_step(apply_fn: ApplyFn, params: PyTree, optimizer: optax.Gradien
     return moved, {"appearance": appearance, **norms}
 
   def step(state: QueryState, batch: Batch) -> tuple[QueryState, Metrics]:
-    real = np.asarray(batch["mask"]) > 0 if "mask" in batch else slice(None)
-    return move(state, np.asarray(batch["image"])[real], np.asarray(batch["label"])[real])
+    return move(state, *rows_to_send(batch, len(batch["label"])))
 
   return step
 
@@ -354,10 +364,8 @@ def make_query_step(model: BlackBox, optimizer: optax.GradientTransformation, *,
         len(batch["label"]), options.probes_per_image, images_per_step))
     key = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
     center = optax.tree.add_scale(state["noise"], options.lookahead, state["velocity"])
-    spent, share, extra = Spent(), 1.0, {}
-    if learning_rate_at is not None:
-      extra["learning_rate"] = learning_rate_at(state)
-      state = {**state, "opt": set_learning_rate(state["opt"], extra["learning_rate"])}
+    spent, share = Spent(), 1.0
+    state, extra = on_the_clock(state, learning_rate_at)
     try:
       if focus:
         images, labels, share, spent = unsettled(state["noise"], images, labels)

@@ -31,7 +31,7 @@ from dfm import data, models
 from dfm.optim import make_optimizer
 from dfm.query import init_query_state, make_cosine_step
 from dfm.report.tables import format_mean_std, markdown_table, mean_std, write_csv
-from dfm.run.evaluate import evaluate_split, make_eval_step
+from dfm.run.evaluate import EvalStep, evaluate_split, make_eval_step
 from dfm.run.phases import noise_shape
 from dfm.run.workdir import claim_workdir, write_json
 
@@ -40,11 +40,11 @@ HEADER = ["steps", "cosine", "lr (chosen on val)", "val accuracy (%)", "test acc
 
 
 def ceiling_run(config: ml_collections.ConfigDict, apply_fn: Any, params: Any,
-                sources: dict[str, Any], *, cosine: float, steps: int, lr: float,
-                seed: int) -> dict[str, float]:
+                sources: dict[str, Any], eval_step: EvalStep, *, cosine: float, steps: int,
+                lr: float, seed: int) -> dict[str, float]:
   """One run: ``steps`` batches of ``config.dft.batch_size`` (seeded shuffle),
   ``config.dft``'s optimizer and schedule over the steps at ``lr``; returns the
-  validation and test accuracy and the test PSNR of the last noise."""
+  validation and test accuracy (by ``eval_step``) and the test PSNR of the last noise."""
   schedule = config.dft
   optimizer = make_optimizer(schedule.optimizer, lr, schedule=schedule.lr_schedule,
                              total_steps=steps)
@@ -57,7 +57,6 @@ def ceiling_run(config: ml_collections.ConfigDict, apply_fn: Any, params: Any,
                                    seed=seed, num_epochs=epochs)
   for batch in itertools.islice(batches, steps):
     state, _ = step(state, batch)
-  eval_step = make_eval_step(apply_fn, transform=schedule.transform)
   val, test = (evaluate_split(eval_step, params, state["noise"], sources[split], config)
                for split in ("validation", "test"))
   return {"val": val["accuracy"], "test": test["accuracy"], "psnr_db": test["psnr_db"]}
@@ -76,10 +75,10 @@ def ceiling(config: ml_collections.ConfigDict, apply_fn: Any, params: Any,
   DFT's (test before, test after): the gain the shares are of."""
   if not cosines or not steps or not lrs or not seeds:
     raise ValueError("The ceiling needs at least one cosine, step count, lr and seed.")
-  records = []
+  records, eval_step = [], make_eval_step(apply_fn, transform=config.dft.transform)
   for count, cosine in itertools.product(steps, cosines):
-    by_lr = {lr: [ceiling_run(config, apply_fn, params, sources, cosine=cosine, steps=count,
-                              lr=lr, seed=seed) for seed in seeds] for lr in lrs}
+    by_lr = {lr: [ceiling_run(config, apply_fn, params, sources, eval_step, cosine=cosine,
+                              steps=count, lr=lr, seed=seed) for seed in seeds] for lr in lrs}
     lr = max(lrs, key=lambda lr: _mean(by_lr[lr], "val"))
     records.append({"steps": count, "cosine": cosine, "lr": lr, "runs": by_lr[lr],
                     "reference": list(reference)})
